@@ -7,8 +7,10 @@ argument and the problem, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from medssl.errors import DataError
 
@@ -31,6 +33,17 @@ def _spacing(text: str) -> tuple[float, float, float] | None:
     if len(parts) != 3:
         raise argparse.ArgumentTypeError(f"expected one or three spacings in mm, or 'keep', got {text!r}")
     return tuple(parts)  # type: ignore[return-value]
+
+
+def _config_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. roi_size=[64,64,64], got {text!r}")
+    try:
+        parsed = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        parsed = value.strip()  # a plain string such as a path, or a "$..." config expression
+    return key.strip(), parsed
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
@@ -82,7 +95,9 @@ def _cmd_pseudolabel(args: argparse.Namespace) -> None:
     from medssl.inference.bundle import load_bundle_inference
     from medssl.inference.predict import write_pseudolabels
 
-    teacher = load_bundle_inference(args.bundle, checkpoint=args.checkpoint, device=args.device)
+    teacher = load_bundle_inference(
+        args.bundle, checkpoint=args.checkpoint, device=args.device, overrides=dict(args.override or [])
+    )
     path = write_pseudolabels(
         teacher.network,
         args.datalist,
@@ -154,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datalist", required=True, help="a split datalist with 'unlabeled' cases")
     p.add_argument("--out", required=True, help="folder for pseudo_labels/ and the new datalist.json")
     p.add_argument("--device", default=None)
+    p.add_argument(
+        "--override",
+        action="append",
+        type=_config_override,
+        metavar="KEY=VALUE",
+        help="override an inference.json setting, as for the teacher's training, e.g. roi_size=[64,64,64] "
+        "(the value is read as a Python literal, else kept as text); repeatable",
+    )
     p.set_defaults(func=_cmd_pseudolabel)
 
     p = sub.add_parser("demo", help="the main job on synthetic lung-vessel data")

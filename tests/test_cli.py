@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from medssl.cli import main
+from medssl.cli import build_parser, main
 
 
 def test_synth_then_split(tmp_path, capsys):
@@ -42,3 +42,19 @@ def test_console_entry_point_runs():
     assert result.returncode == 0
     for command in ("synth", "prepare", "split", "demo"):
         assert command in result.stdout
+
+
+def test_pseudolabel_overrides_are_parsed_as_literals():
+    args = build_parser().parse_args(
+        ["pseudolabel", "--bundle", "b", "--datalist", "d.json", "--out", "o",
+         "--override", "roi_size=[64, 64, 64]", "--override", "embed_dim=32", "--override", "checkpoint=/x/m.pt"]
+    )
+    assert dict(args.override) == {"roi_size": [64, 64, 64], "embed_dim": 32, "checkpoint": "/x/m.pt"}
+    assert build_parser().parse_args(["pseudolabel", "--bundle", "b", "--datalist", "d", "--out", "o"]).override is None
+
+
+def test_pseudolabel_override_without_equals_is_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["pseudolabel", "--bundle", "b", "--datalist", "d", "--out", "o", "--override", "x"])
+    assert exc.value.code == 2
+    assert "KEY=VALUE" in capsys.readouterr().err

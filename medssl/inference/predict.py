@@ -66,7 +66,11 @@ def make_sliding_window_inferer(
 
 
 def _output_path(entry: dict[str, Any], out_dir: Path, suffix: str) -> Path:
-    return out_dir / f"{case_id(entry)}{suffix}.nii.gz"
+    stem = case_id(entry)
+    if "slice" in entry:
+        # 2D slice datalists hold several slices of one case: <case>_z<slice>, as `medssl prepare brats` names them
+        stem = f"{stem}_z{int(entry['slice']):03d}"
+    return out_dir / f"{stem}{suffix}.nii.gz"
 
 
 @torch.inference_mode()
@@ -93,7 +97,8 @@ def predict_to_files(
         inferer: how to run the network, usually a sliding-window inferer.
         postprocessing: maps the network output of one case (C, *spatial) to a label map (1, *spatial), e.g.
             ``AsDiscrete(argmax=True)``.
-        out_dir: folder for ``<case_id><suffix>.nii.gz``.
+        out_dir: folder for ``<case_id><suffix>.nii.gz`` (``<case_id>_z<slice:03d><suffix>.nii.gz`` for entries of a
+            2D slice datalist, which carry a ``slice`` index).
         device: torch device (None: CUDA when available).
         suffix: file-name suffix after the case id.
         image_key: key of the image in the entries.

@@ -61,6 +61,51 @@ def lung_data(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def brats_data(tmp_path_factory):
+    """Six 32^3 synthetic BraTS cases (t1, t1ce, t2, flair; 2018 labels) with ``data/dataset.json``."""
+    from medssl.data.synthetic import synthesize
+
+    root = tmp_path_factory.mktemp("brats_bundle")
+    synthesize("brats", cases=6, size=32, seed=0, out=root / "data")
+    return root
+
+
+@pytest.fixture(scope="module")
+def brats2d_data(tmp_path_factory):
+    """Axial slices of six 32^3 synthetic BraTS cases, as ``medssl prepare brats --slices2d`` writes them.
+
+    The phantoms are laid out as a BraTS 2018 folder (``<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz``) and prepared
+    with :func:`~medssl.data.brats.prepare_brats`; ``slices/datalist.json`` then keeps the four middle slices of each
+    case, so that an epoch is a few iterations.
+    """
+    import json
+    import shutil
+
+    from medssl.data.brats import MODALITIES, prepare_brats
+    from medssl.data.datalist import load_datalist
+    from medssl.data.synthetic import synthesize
+
+    root = tmp_path_factory.mktemp("brats2d_bundle")
+    synthesize("brats", cases=6, size=32, seed=1, out=root / "synth")
+    for entry in load_datalist(root / "synth" / "dataset.json")["training"]:
+        case = root / "brats" / entry["case_id"]
+        case.mkdir(parents=True)
+        for modality, image in zip(MODALITIES, entry["image"]):
+            shutil.copy(image, case / f"{entry['case_id']}_{modality}.nii.gz")
+        shutil.copy(entry["label"], case / f"{entry['case_id']}_seg.nii.gz")
+    prepare_brats(root / "brats", root / "prepared", slices2d=root / "slices")
+    datalist_path = root / "slices" / "datalist.json"
+    datalist = json.loads(datalist_path.read_text())
+    kept = []
+    for cid in sorted({e["case_id"] for e in datalist["training"]}):
+        slices = [e for e in datalist["training"] if e["case_id"] == cid]
+        kept += slices[len(slices) // 2 - 2 : len(slices) // 2 + 2]
+    datalist.update({"training": kept, "numTraining": len(kept)})
+    datalist_path.write_text(json.dumps(datalist, indent=1))
+    return root
+
+
 @pytest.fixture
 def run_bundle():
     """Run a bundle's configs with ``python -m monai.bundle run``."""

@@ -53,6 +53,17 @@ def test_prediction_has_input_shape_and_affine(tmp_path):
     assert seg.get_data_dtype() == np.uint8
 
 
+def test_slices_of_one_case_get_one_file_each(tmp_path):
+    # 2D slice datalists (medssl prepare brats --slices2d) list several entries per case id, told apart by "slice"
+    img = _case(tmp_path, "case1")
+    entries = [{"image": str(img), "case_id": "case1", "slice": z} for z in (3, 12)]
+    entries.append({"image": str(img), "case_id": "case2"})
+    inferer = make_sliding_window_inferer((16, 16, 16), torch.device("cpu"))
+    paths = predict_to_files(_net(), entries, _preprocessing(), inferer, AsDiscrete(argmax=True), tmp_path / "pred")
+    assert [p.name for p in paths] == ["case1_z003_seg.nii.gz", "case1_z012_seg.nii.gz", "case2_seg.nii.gz"]
+    assert all(p.is_file() for p in paths)
+
+
 def test_write_pseudolabels_adds_files_to_unlabelled_entries(tmp_path):
     imgs = [_case(tmp_path, f"u{i}") for i in range(2)]
     lab = _case(tmp_path, "l0")
