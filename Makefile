@@ -5,7 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medssl-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all install clean
+# The MONAI Deploy App SDK (Holoscan, CUDA Python) changes what `import monai` loads: it gets its own venv.
+DEPLOY_VENV ?= .venv-deploy
+DEPLOY_PY := $(DEPLOY_VENV)/bin/python
+DEPLOY_STAMP := $(DEPLOY_VENV)/.medssl-installed
+
+.PHONY: demo test test-all install clean deploy-env test-deploy
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +22,18 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+$(DEPLOY_STAMP): setup.cfg pyproject.toml
+	test -x $(DEPLOY_PY) || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_PY) -c "import torch" 2>/dev/null || $(DEPLOY_PY) -m pip install torch==2.13.0
+	$(DEPLOY_PY) -m pip install -e ".[deploy,test]"
+	touch $(DEPLOY_STAMP)
+
+deploy-env: $(DEPLOY_STAMP)
+
+# Holoscan asks for a larger stack than the default 8 MiB.
+test-deploy: $(DEPLOY_STAMP)
+	ulimit -s 32768 2>/dev/null || true; $(DEPLOY_PY) -m pytest tests/deploy $(PYTEST_ARGS)
+
 demo: $(STAMP)
 	$(VENV)/bin/medssl demo --out demo_output
 
@@ -27,4 +44,4 @@ test-all: $(STAMP)
 	$(PY) -m pytest -n 2 -m "slow or not slow" $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) demo_output .pytest_cache

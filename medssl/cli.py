@@ -1,4 +1,4 @@
-"""The ``medssl`` command: synth, prepare, split, pseudolabel, demo.
+"""The ``medssl`` command: synth, prepare, split, pseudolabel, deploy, demo, bench.
 
 Each sub-command is a thin layer over a function of the package; bad input ends with one line naming the file or
 argument and the problem, and exit status 2.
@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from medssl.errors import DataError
+from medssl.deploy import DeployUnavailableError
+from medssl.errors import DataError, clear_error
 
 __all__ = ["main", "build_parser"]
 
@@ -110,10 +111,40 @@ def _cmd_pseudolabel(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _cmd_deploy_run(args: argparse.Namespace) -> None:
+    from medssl.deploy.run import run_deploy  # checks for the deploy extra before the DICOM path needs it
+
+    written = run_deploy(
+        args.bundle,
+        args.input,
+        args.output,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        series_uid=args.series_uid,
+        overrides=dict(args.override or []),
+    )
+    for path in written:
+        print(f"wrote {path}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from medssl.demo import run_demo
 
-    run_demo(out=args.out, minutes=args.minutes, device=args.device, seed=args.seed)
+    run_demo(out=args.out, minutes=args.minutes, device=args.device, seed=args.seed, iterations=args.iterations)
+
+
+def _run_bench(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(f"medssl.bench.{name}")
+    parser = argparse.ArgumentParser(prog=f"medssl bench {name}", description=module.__doc__.splitlines()[0])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return module.run(args)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        print(f"medssl bench {name}: error: {e}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,22 +210,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_pseudolabel)
 
+    dep = sub.add_parser("deploy", help="run a trained bundle as a MONAI Deploy application (needs the deploy extra)")
+    dsub = dep.add_subparsers(dest="action", required=True)
+    p = dsub.add_parser("run", help="DICOM series in, DICOM SEG + NIfTI out (NIfTI in, NIfTI out also works)")
+    p.add_argument("--bundle", required=True, help="a trained bundle folder")
+    p.add_argument("--input", required=True, help="a DICOM folder, a NIfTI file or a folder of NIfTI files")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--checkpoint", default=None, help="weights (default: BUNDLE/models/model_best.pt)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--series-uid", default=None, help="the SeriesInstanceUID to segment when several series match")
+    p.add_argument("--override", action="append", type=_config_override, metavar="KEY=VALUE",
+                   help="override an inference.json setting, e.g. roi_size=[64,64,64]; repeatable")
+    p.set_defaults(func=_cmd_deploy_run)
+
     p = sub.add_parser("demo", help="the main job on synthetic lung-vessel data")
     p.add_argument("--out", default="demo_output")
-    p.add_argument("--minutes", type=float, default=10.0, help="approximate time budget")
+    p.add_argument("--minutes", type=float, default=10.0, help="approximate time budget; sets the iterations")
+    p.add_argument("--iterations", type=int, default=None, help="training iterations per method (instead of --minutes)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="accuracy and speed benchmarks")
+    bsub = bench.add_subparsers(dest="benchmark", required=True)
+    for name, help_text in (
+        ("accuracy", "the papers' protocol: every method, labelled fraction and seed"),
+        ("speed", "cost of an SSL iteration, sliding-window inference throughput, peak memory"),
+    ):
+        # its options are parsed by the benchmark module itself (see main), so that other commands stay light
+        bsub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``medssl`` command; return its exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in ("accuracy", "speed"):
+        return _run_bench(argv[1], argv[2:])
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DataError, ValueError, TypeError, FileNotFoundError) as e:
+    except (DataError, ValueError, TypeError, FileNotFoundError, DeployUnavailableError) as e:
         print(f"medssl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        # MONAI wraps a transform's or a config expression's error in a RuntimeError: report the cause it wraps
+        clear = clear_error(e)
+        if clear is None:
+            raise
+        print(f"medssl {args.command}: error: {clear}", file=sys.stderr)
         return 2
     return 0
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from medssl.data.io import atomic_path
 
-__all__ = ["save_overlay_grid"]
+__all__ = ["save_overlay_grid", "save_figure"]
 
 
 def _axial(arr: np.ndarray, z: int | None) -> np.ndarray:
@@ -61,6 +61,13 @@ def save_overlay_grid(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write a matplotlib figure as PNG atomically (no half-written file under ``path``) and close it."""
+    import matplotlib.pyplot as plt
+
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

@@ -39,7 +39,13 @@ import numpy as np
 
 from medssl.checks import check_in_range
 from medssl.data.io import Volume, read_volume, write_json, write_nifti
-from medssl.data.validation import check_finite, check_label_values, check_same_geometry, check_spatial_ndim
+from medssl.data.validation import (
+    check_finite,
+    check_label_values,
+    check_not_constant,
+    check_same_geometry,
+    check_spatial_ndim,
+)
 from medssl.errors import DataError
 from medssl.transforms.brats_labels import LABEL_NAMES, check_convention, convert_convention, label_values
 
@@ -289,6 +295,9 @@ def _read_case(
             check_finite(vol)
     for vol in images[1:]:
         check_same_geometry(images[0], vol, spatial_dims=3)
+    if validate:  # after the geometry: a wrong shape is the more useful message
+        for vol in images:
+            check_not_constant(vol)
     if label is not None:
         if images:
             check_spatial_ndim(label, 3)

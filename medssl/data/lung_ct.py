@@ -26,7 +26,13 @@ import numpy as np
 
 from medssl.checks import check_in_range, check_positive, check_type
 from medssl.data.io import Volume, read_volume, sitk_to_volume, write_json, write_nifti
-from medssl.data.validation import check_finite, check_label_values, check_same_geometry, check_spatial_ndim
+from medssl.data.validation import (
+    check_finite,
+    check_label_values,
+    check_not_constant,
+    check_same_geometry,
+    check_spatial_ndim,
+)
 from medssl.errors import DataError
 
 __all__ = [
@@ -227,6 +233,7 @@ def _load_case(case: LungVesselCase, resample: bool, warn: bool) -> tuple[Volume
     if not np.issubdtype(image.array.dtype, np.number) or np.iscomplexobj(image.array):
         raise DataError(image.path, f"image has voxel type {image.array.dtype}; expected real-valued HU")
     check_finite(image)
+    check_not_constant(image)
     if resample:
         _check_no_shear(image)
     if warn and image.array.size and float(image.array.min()) > _AIR_HINT_HU:

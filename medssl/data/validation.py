@@ -12,7 +12,7 @@ import numpy as np
 from medssl.data.io import Volume
 from medssl.errors import DataError
 
-__all__ = ["check_finite", "check_label_values", "check_same_geometry", "check_spatial_ndim"]
+__all__ = ["check_finite", "check_not_constant", "check_label_values", "check_same_geometry", "check_spatial_ndim"]
 
 
 def check_finite(vol: Volume) -> None:
@@ -24,6 +24,13 @@ def check_finite(vol: Volume) -> None:
             n_nan = int(np.isnan(arr).sum())
             n_inf = int(arr.size - finite.sum() - n_nan)
             raise DataError(vol.path, f"image holds {n_nan} NaN and {n_inf} Inf voxels")
+
+
+def check_not_constant(vol: Volume) -> None:
+    """Raise if every voxel of ``vol`` has the same value (an empty export, a blank modality)."""
+    arr = vol.array
+    if arr.size and np.all(arr == arr.flat[0]):
+        raise DataError(vol.path, f"image is constant (every voxel is {arr.flat[0]})")
 
 
 def check_label_values(vol: Volume, allowed: Iterable[int]) -> np.ndarray:

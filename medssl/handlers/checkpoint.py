@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import random
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.data import Dataset
 from monai.handlers import CheckpointLoader
+from monai.transforms import Randomizable, Transform
 
 from medssl.checks import check_choice, check_positive
 from medssl.data.io import atomic_path
@@ -36,11 +39,40 @@ __all__ = [
 ]
 
 
+def _randomizables(obj: Any, seen: set[int]) -> list[Randomizable]:
+    """Every MONAI ``Randomizable`` reachable from ``obj`` (a dataset, a ``Compose``, a transform), in a fixed order."""
+    if obj is None or id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    found = [obj] if isinstance(obj, Randomizable) else []
+    children = [getattr(obj, "transform", None)] if isinstance(obj, Dataset) else []
+    if isinstance(obj, (Randomizable, Transform)):
+        for value in vars(obj).values():
+            children.extend(value if isinstance(value, (list, tuple)) else [value])
+    for child in children:
+        if isinstance(child, (Dataset, Randomizable, Transform)):
+            found.extend(_randomizables(child, seen))
+    return found
+
+
 class RNGState:
     """The random number generators of Python, numpy and torch (CPU and CUDA) as a checkpointable object.
 
-    Its state dict holds only tensors, ints and strings, so it loads with ``torch.load(weights_only=True)``.
+    MONAI's random transforms keep their own numpy generators, seeded once when a ``DataLoader`` without workers is
+    built; pass the datasets (or transforms) whose generators a resumed run must continue, so that a run resumed
+    from an epoch boundary draws the same patches as an uninterrupted one. Its state dict holds only tensors, ints
+    and strings, so it loads with ``torch.load(weights_only=True)``.
+
+    Args:
+        sources: datasets, ``Compose`` objects or transforms whose random generators are saved too.
     """
+
+    def __init__(self, *sources: Any) -> None:
+        self.sources = sources
+
+    def _transforms(self) -> list[Randomizable]:
+        seen: set[int] = set()
+        return [t for s in self.sources for t in _randomizables(s, seen)]
 
     def state_dict(self) -> dict[str, Any]:
         """Current generator states."""
@@ -59,6 +91,11 @@ class RNGState:
         }
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
+        for i, t in enumerate(self._transforms()):
+            _, t_keys, t_pos, t_has_gauss, t_cached = t.R.get_state()
+            state[f"transform{i}_keys"] = torch.from_numpy(np.asarray(t_keys, dtype=np.int64))
+            state[f"transform{i}_pos"] = int(t_pos)
+            state[f"transform{i}_gauss"] = (int(t_has_gauss), float(t_cached))
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -77,6 +114,12 @@ class RNGState:
         torch.set_rng_state(state["torch"].cpu())
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        for i, t in enumerate(self._transforms()):
+            if f"transform{i}_keys" not in state:  # a checkpoint saved with fewer (or no) transforms
+                break
+            has_gauss, cached = state[f"transform{i}_gauss"]
+            keys = state[f"transform{i}_keys"].numpy().astype(np.uint32)
+            t.R.set_state(("MT19937", keys, int(state[f"transform{i}_pos"]), int(has_gauss), float(cached)))
 
 
 class AtomicCheckpointSaver:
@@ -173,10 +216,12 @@ def load_state_dict_file(path: str | os.PathLike, map_location: Any = "cpu") -> 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f"it holds a {found.group(1)} object" if found else "it holds objects other than tensors"
         raise DataError(
             path,
-            "checkpoint refused: it needs arbitrary unpickling, which could run code; medssl loads only tensors "
-            f"and plain containers (weights_only=True). Details: {str(e).splitlines()[0]}",
+            f"checkpoint refused: {what}, and unpickling it could run code; medssl loads only tensors "
+            "and plain containers (weights_only=True)",
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise DataError(path, f"checkpoint cannot be read (truncated or not a PyTorch file): {e}") from None
@@ -232,6 +277,24 @@ def resume_handlers(
     return [SafeCheckpointLoader(str(checkpoint), dict(load_dict), map_location=map_location)]
 
 
+def _check_fits(network: torch.nn.Module, state: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Raise :class:`DataError` saying how ``state`` differs from ``network``'s own state dict."""
+    own = network.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = [f"{len(missing)} missing tensors (e.g. {missing[0]})"] if missing else []
+        parts += [f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})"] if unexpected else []
+        parts += [f"{len(shapes)} of other shape (e.g. {shapes[0]})"] if shapes else []
+        name = type(network).__name__
+        raise DataError(path, f"weights do not fit {name}: {', '.join(parts)}; a checkpoint of another network?")
+
+
 def load_weights(
     network: torch.nn.Module, path: str | os.PathLike, key: str | None = "model", map_location: Any = "cpu"
 ) -> torch.nn.Module:
@@ -243,8 +306,11 @@ def load_weights(
     state = load_state_dict_file(path, map_location)
     if isinstance(state, Mapping) and key is not None and key in state:
         state = state[key]
+    target = getattr(network, "module", network)
+    if isinstance(state, Mapping):
+        _check_fits(target, state, path)
     try:
-        getattr(network, "module", network).load_state_dict(state)
+        target.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:
         raise DataError(
             path, f"weights do not fit {type(network).__name__} ({type(e).__name__}: {str(e).splitlines()[0][:300]})"

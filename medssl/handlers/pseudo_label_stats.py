@@ -92,7 +92,9 @@ class PseudoLabelStatsHandler:
         if not stats:
             return
         engine.state.output[SSLKeys.PSEUDO_STATS] = stats
-        engine.state.pseudo_label_stats = {k: float(v) for k, v in stats.items()}
+        # One device-to-host copy for all numbers: a float() each would wait for the GPU once per statistic.
+        values = torch.stack([v.detach().float().reshape(()) for v in stats.values()]).tolist()
+        engine.state.pseudo_label_stats = dict(zip(stats, values))
         fg = engine.state.pseudo_label_stats["pl_foreground_fraction"]
         collapsed = fg <= self.collapse_eps or fg >= 1.0 - self.collapse_eps
         self._run = self._run + 1 if collapsed else 0

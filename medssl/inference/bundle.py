@@ -32,6 +32,17 @@ class BundleInference:
     parser: ConfigParser
 
 
+def _check_override(key: str, value: Any, default: Any, config: Path) -> None:
+    """Raise ``TypeError`` when ``value`` is text where ``config`` holds a number, a flag or a list for ``key``."""
+    is_text = isinstance(value, str) and not value.startswith(("$", "@", "%"))  # "$..." and "@..." are config syntax
+    if isinstance(default, (bool, int, float, list)) and is_text:
+        raise TypeError(
+            f"override {key}={value!r}: {config} sets {key} to a {type(default).__name__} ({default!r}), got text"
+        )
+    if isinstance(default, list) and isinstance(value, (bool, int, float)):
+        raise TypeError(f"override {key}={value!r}: {config} sets {key} to a list ({default!r}), got {value!r}")
+
+
 def load_bundle_inference(
     bundle: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
@@ -61,6 +72,7 @@ def load_bundle_inference(
     if device is not None:
         parser["device"] = f"$torch.device('{torch.device(device)}')"
     for key, value in (overrides or {}).items():
+        _check_override(key, value, parser.get(key), config_path)
         parser[key] = value
     if checkpoint is not None:
         parser["checkpoint"] = str(checkpoint)

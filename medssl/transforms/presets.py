@@ -40,6 +40,8 @@ PSEUDO_KEY = "pseudo_label"
 def _check(stage: str, roi_size: Sequence[int], num_samples: int, spatial_dims: int) -> tuple[int, ...]:
     check_choice("stage", stage, STAGES)
     check_positive("num_samples", num_samples)
+    if isinstance(roi_size, (str, bytes)) or not isinstance(roi_size, Sequence):
+        raise TypeError(f"roi_size must be a list of {spatial_dims} sizes, got {type(roi_size).__name__} ({roi_size!r}).")
     roi = tuple(int(r) for r in roi_size)
     if len(roi) != spatial_dims or any(r < 1 for r in roi):
         raise ValueError(f"roi_size must be {spatial_dims} positive sizes, got {tuple(roi_size)}.")

@@ -1,0 +1,314 @@
+"""One training run of one method, with a bundle's own components: what the demo and the accuracy benchmark repeat.
+
+A run parses a bundle's ``configs/train.json`` with MONAI's ``ConfigWorkflow`` (as ``python -m monai.bundle run``
+would), overrides its size and budget, runs its trainer for a fixed number of iterations (``epochs`` x
+``epoch_length``, validating after every epoch), records the training curves, then evaluates the best validation
+checkpoint on the held-out test cases with sliding-window inference. Teacher-student runs first write the teacher's
+pseudo-labels with the bundle's inference config, exactly as ``medssl pseudolabel`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Events
+from monai.data import DataLoader, Dataset
+
+from medssl.checks import check_choice
+from medssl.data.io import write_json
+from medssl.handlers.checkpoint import load_weights
+from medssl.handlers.pseudo_label_stats import ssl_scalars
+
+__all__ = [
+    "BUNDLES_DIR",
+    "METHODS",
+    "TASKS",
+    "TaskSpec",
+    "RunResult",
+    "bundles_dir",
+    "train_method",
+    "teacher_pseudolabels",
+    "evaluate_checkpoint",
+]
+
+BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
+
+
+def bundles_dir() -> Path:
+    """The bundles folder: ``$MEDSSL_BUNDLES`` when set, else the repository's ``bundles/``."""
+    path = Path(os.environ.get("MEDSSL_BUNDLES", BUNDLES_DIR))
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: bundles folder not found; set MEDSSL_BUNDLES to the medssl bundles folder")
+    return path
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A benchmark task: the bundle it trains and how its predictions are scored."""
+
+    bundle: str
+    eval_task: str  # "binary" or "brats"
+    channels: tuple[str, ...]
+
+
+TASKS: dict[str, TaskSpec] = {
+    "lung_vessel": TaskSpec("lung_vessel_ct_ssl_segmentation", "binary", ("foreground",)),
+    "brats2d": TaskSpec("brats_mri_axial_slices_ssl_segmentation", "brats", ("WT", "TC", "ET")),
+    "brats3d": TaskSpec("brats_mri_transbts_ssl_segmentation", "brats", ("WT", "TC", "ET")),
+}
+
+#: Each method as bundle settings. ``upper_bound`` is supervised on a split whose training cases are all labelled.
+METHODS: dict[str, dict[str, Any]] = {
+    "lower_bound": {"ssl_method": "supervised"},
+    "upper_bound": {"ssl_method": "supervised"},
+    "segpl": {"ssl_method": "segpl"},
+    "bpl_kl_only": {"ssl_method": "bpl", "bpl_mode": "kl_only"},
+    "bpl_elbo": {"ssl_method": "bpl", "bpl_mode": "elbo"},
+    "ts_ce": {"ssl_method": "teacher_student", "robust_loss": "ce"},
+    "ts_gce": {"ssl_method": "teacher_student", "robust_loss": "gce"},
+    "ts_bce": {"ssl_method": "teacher_student", "robust_loss": "bce"},
+    "ts_sce": {"ssl_method": "teacher_student", "robust_loss": "sce"},
+}
+
+
+@dataclass
+class RunResult:
+    """What one run leaves: its curves, the test Dice and where its checkpoints are."""
+
+    task: str
+    method: str
+    run_dir: Path
+    iterations: int
+    seconds: float
+    test_dice: dict[str, float]
+    train_curve: list[dict[str, float]] = field(default_factory=list)
+    val_curve: list[dict[str, float]] = field(default_factory=list)
+    best_checkpoint: Path | None = None
+    collapsed_at: int | None = None
+    network: torch.nn.Module | None = field(default=None, repr=False)
+    extra: Any = None
+
+    @property
+    def mean_dice(self) -> float:
+        return self.test_dice["mean"]
+
+
+def _device_override(device: str | torch.device | None) -> dict[str, Any]:
+    if device is None:
+        return {}
+    return {"device": f"$torch.device('{torch.device(device)}')", "amp": torch.device(device).type == "cuda"}
+
+
+def _workflow(task: TaskSpec, config: str, overrides: Mapping[str, Any]) -> Any:
+    from monai.bundle import ConfigWorkflow
+
+    root = bundles_dir() / task.bundle / "configs"
+    return ConfigWorkflow(
+        config_file=str(root / config),
+        meta_file=str(root / "metadata.json"),
+        workflow_type="train" if config == "train.json" else "infer",
+        **dict(overrides),
+    )
+
+
+def train_method(
+    task: str,
+    method: str,
+    datalist: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    iterations: int,
+    evaluations: int = 10,
+    overrides: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    warmup_fraction: float = 0.2,
+    ramp_fraction: float = 0.3,
+    on_iteration: Callable[[Any], None] | None = None,
+    verbose: bool = False,
+    after_training: Callable[[torch.nn.Module, Any], Any] | None = None,
+) -> RunResult:
+    """Train ``method`` with ``task``'s bundle on the split ``datalist`` for ``iterations`` iterations.
+
+    Args:
+        task: a key of :data:`TASKS`.
+        method: a key of :data:`METHODS`.
+        datalist: a split written by ``medssl split`` (teacher-student: with the teacher's ``pseudo_label``).
+        run_dir: the run's ``bundle_root``: checkpoints in ``models/``, logs in ``eval/``, results here.
+        iterations: training iterations in all (the same budget for every method of a comparison).
+        evaluations: validations during training (the run has this many epochs of ``iterations / evaluations``).
+        overrides: more bundle settings (``roi_size``, ``network_def#channels``, batch sizes, ...).
+        device: torch device (default: the bundle's, CUDA when available).
+        seed: the run's seed (``set_determinism``).
+        warmup_fraction, ramp_fraction: unsupervised weight warm-up and ramp, as fractions of the run.
+        on_iteration: called with the trainer after each iteration.
+        verbose: keep the bundle's per-iteration log lines (otherwise only the progress bar and warnings).
+        after_training: called as ``f(network, workflow)`` with the best checkpoint loaded; its return value is
+            the result's ``extra`` (the accuracy benchmark scores robustness this way).
+
+    Returns:
+        the curves, the test Dice of the best validation checkpoint and the checkpoint's path.
+    """
+    spec = TASKS[check_choice("task", task, tuple(TASKS))]
+    settings = METHODS[check_choice("method", method, tuple(METHODS))]
+    if iterations < evaluations or evaluations < 1:
+        raise ValueError(f"iterations ({iterations}) must be at least evaluations ({evaluations}) >= 1")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    epoch_length = iterations // evaluations
+    values: dict[str, Any] = {
+        "bundle_root": str(run_dir),
+        "datalist": str(datalist),
+        "labeled_fraction": None,
+        "seed": seed,
+        "epochs": evaluations,
+        "val_interval": 1,
+        "num_workers": 0,
+        "cache_rate": 1.0,
+        "unsup_warmup": warmup_fraction * evaluations,
+        "unsup_ramp": ramp_fraction * evaluations,
+        "train#trainer#epoch_length": epoch_length,
+        **_device_override(device),
+        **settings,
+        **dict(overrides or {}),
+    }
+    previous = logging.root.manager.disable
+    if not verbose:  # the bundle's StatsHandler logs every iteration; keep the progress bar and warnings only
+        logging.disable(logging.INFO)
+    try:
+        return _train(task, method, spec, values, run_dir, on_iteration, after_training)
+    finally:
+        logging.disable(previous)
+
+
+def _train(
+    task: str,
+    method: str,
+    spec: TaskSpec,
+    values: dict[str, Any],
+    run_dir: Path,
+    on_iteration: Callable[[Any], None] | None,
+    after_training: Callable[[torch.nn.Module, Any], Any] | None,
+) -> RunResult:
+    wf = _workflow(spec, "train.json", values)
+    wf.initialize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    train_curve: list[dict[str, float]] = []
+    val_curve: list[dict[str, float]] = []
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _record(engine: Any) -> None:
+        train_curve.append({"iteration": engine.state.iteration, **ssl_scalars(engine.state.output)})
+        if on_iteration is not None:
+            on_iteration(engine)
+
+    @evaluator.on(Events.COMPLETED)
+    def _validated(engine: Any) -> None:
+        val_curve.append({"iteration": trainer.state.iteration, **{k: float(v) for k, v in engine.state.metrics.items()}})
+
+    start = time.perf_counter()
+    wf.run()
+    seconds = time.perf_counter() - start
+    best = run_dir / "models" / "model_best.pt"
+    network = wf.parser.get_parsed_content("network")
+    if best.is_file():
+        load_weights(network, best, map_location=wf.parser.get_parsed_content("device"))
+    test_dice = evaluate_checkpoint(task, network, wf, run_dir / "test")
+    extra = after_training(network, wf) if after_training is not None else None
+    result = RunResult(
+        task=task,
+        method=method,
+        run_dir=run_dir,
+        iterations=trainer.state.iteration,
+        seconds=seconds,
+        test_dice=test_dice,
+        train_curve=train_curve,
+        val_curve=val_curve,
+        best_checkpoint=best if best.is_file() else None,
+        collapsed_at=getattr(trainer.state, "pseudo_label_collapsed", None),
+        network=network,
+        extra=extra,
+    )
+    wf.finalize()
+    write_json(
+        {"task": task, "method": method, "iterations": result.iterations, "seconds": seconds, "test_dice": test_dice},
+        run_dir / "result.json",
+    )
+    return result
+
+
+def evaluate_checkpoint(task: str, network: torch.nn.Module, wf: Any, out_dir: str | os.PathLike) -> dict[str, float]:
+    """Dice of ``network`` on the test cases of ``wf``'s split, per case in ``out_dir/per_case.csv``.
+
+    Returns ``{"mean": ..., <channel>: ...}`` (for BraTS the channels are WT, TC and ET).
+    """
+    from medssl.engines.evaluation import build_evaluator
+
+    spec = TASKS[task]
+    split = wf.parser.get_parsed_content("split")
+    if not split.get("testing"):
+        raise ValueError(f"{wf.parser['datalist']}: the split has no test cases to evaluate on")
+    loader = DataLoader(
+        Dataset(split["testing"], transform=wf.parser.get_parsed_content("validate#preprocessing")), batch_size=1
+    )
+    evaluator = build_evaluator(
+        loader,
+        network,
+        wf.parser.get_parsed_content("roi_size"),
+        task=spec.eval_task,
+        device=wf.parser.get_parsed_content("device"),
+        sw_batch_size=wf.parser.get_parsed_content("sw_batch_size"),
+        hd95=False,
+        output_dir=out_dir,
+    )
+    evaluator.run()
+    metrics = evaluator.state.metrics
+    dice = {"mean": float(metrics["val_mean_dice"])}
+    if spec.eval_task == "brats":
+        dice.update({name: float(metrics[f"val_dice_{name}"]) for name in spec.channels})
+    else:
+        dice["foreground"] = dice["mean"]
+    return dice
+
+
+def teacher_pseudolabels(
+    task: str,
+    checkpoint: str | os.PathLike,
+    datalist: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    overrides: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
+) -> Path:
+    """Write the teacher's pseudo-labels of the unlabelled cases with the bundle's inference config.
+
+    Returns the student's datalist (the split, each unlabelled entry with its ``pseudo_label``).
+    """
+    from medssl.inference.bundle import load_bundle_inference
+    from medssl.inference.predict import write_pseudolabels
+
+    spec = TASKS[check_choice("task", task, tuple(TASKS))]
+    inference_overrides = {k: v for k, v in dict(overrides or {}).items() if not k.startswith("train")}
+    teacher = load_bundle_inference(
+        bundles_dir() / spec.bundle, checkpoint=checkpoint, device=device, overrides=inference_overrides
+    )
+    return write_pseudolabels(
+        teacher.network,
+        datalist,
+        out_dir,
+        teacher.preprocessing,
+        teacher.inferer,
+        teacher.postprocessing,
+        device=teacher.device,
+    )
+
+
+def settings_of(overrides: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """The subset of ``overrides`` named by ``keys`` (for recording a run's configuration)."""
+    return {k: overrides[k] for k in keys if k in overrides}

@@ -1,0 +1,111 @@
+"""The accuracy benchmark and the runs it repeats, on tiny synthetic data."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from medssl.bench.accuracy import PRESETS, Preset, TaskSetting, run_accuracy, summarize
+from medssl.bench.experiment import METHODS, train_method
+from medssl.data.split import split_datalist_file
+from medssl.data.synthetic import synthesize
+
+TINY_LUNG = {
+    "roi_size": [16, 16, 16],
+    "network_def#channels": [4, 8, 16],
+    "network_def#strides": [2, 2],
+    "network_def#num_res_units": 1,
+    "feature_channels": 8,
+    "batch_size": 2,
+    "unlabeled_batch_size": 2,
+    "num_samples": 1,
+    "learning_rate": 0.003,
+}
+
+
+@pytest.fixture(scope="module")
+def lung(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_lung")
+    dataset = synthesize("lung_vessel", cases=8, size=32, seed=0, out=root / "data")
+    split = split_datalist_file(dataset, root / "split.json", 0.5, val_fraction=0.15, test_fraction=0.25, seed=0)
+    return root, dataset, split
+
+
+def test_train_method_runs_the_budget_and_scores_the_best_checkpoint(lung, tmp_path):
+    _, _, split = lung
+    result = train_method("lung_vessel", "bpl_kl_only", split, tmp_path / "run", 6, 3, TINY_LUNG, "cpu")
+    assert result.iterations == 6
+    assert [v["iteration"] for v in result.val_curve] == [2, 4, 6]
+    assert len(result.train_curve) == 6 and all(math.isfinite(r["loss"]) for r in result.train_curve)
+    assert all(0 <= r["threshold_mean"] <= 1 for r in result.train_curve)  # the learned threshold is recorded
+    per_case = pd.read_csv(tmp_path / "run" / "test" / "per_case.csv")
+    assert len(per_case) == 2  # 25% of 8 cases held out for testing
+    assert result.test_dice["mean"] == pytest.approx(per_case.filter(like="dice").iloc[:, 0].mean(), abs=1e-5)
+    best = torch.load(result.best_checkpoint, weights_only=True)
+    assert set(best) >= {"model", "threshold_head"}
+
+
+def test_train_method_rejects_a_budget_smaller_than_its_validations(lung, tmp_path):
+    with pytest.raises(ValueError, match="iterations"):
+        train_method("lung_vessel", "segpl", lung[2], tmp_path, iterations=2, evaluations=3)
+
+
+def test_robustness_at_zero_strength_is_the_clean_test_dice_and_resume_skips_finished_runs(lung, tmp_path):
+    _, dataset, _ = lung
+    preset = Preset(
+        tasks={"lung_vessel": TaskSetting(cases=8, size=32, iterations=4, overrides=TINY_LUNG, evaluations=2)},
+        fractions=(0.5,),
+        seeds=(0,),
+        methods=("lower_bound", "upper_bound", "ts_gce"),
+        noise_std=(0.0, 0.5),
+        fgsm_eps=(0.0, 0.5),
+    )
+    runs, robust = run_accuracy(preset, tmp_path / "acc", datalist=str(dataset), device="cpu")
+    assert sorted(runs["method"]) == ["lower_bound", "ts_gce", "upper_bound"]
+    assert (runs["iterations"] == 4).all()  # the same budget for every method
+    assert runs.loc[runs.method == "upper_bound", "labeled_fraction"].item() == 1.0
+    for method, row in runs.set_index("method").iterrows():
+        clean = robust[(robust.method == method) & (robust.level == 0.0)]
+        assert len(clean) == 2  # noise 0 and FGSM 0
+        assert clean["dice"].to_numpy() == pytest.approx([row["dice_mean"]] * 2, abs=1e-5)
+    # teacher-student students read the lower bound's pseudo-labels
+    assert list((tmp_path / "acc" / "lung_vessel" / "seed0" / "frac0.50" / "teacher").rglob("*.nii.gz"))
+    for name in ("runs.csv", "robustness.csv", "table.md", "dice_vs_fraction.png", "robustness.png"):
+        assert (tmp_path / "acc" / name).is_file()
+    stamp = (tmp_path / "acc" / "lung_vessel" / "seed0" / "upper_bound" / "result.json").stat().st_mtime_ns
+    runs_again, _ = run_accuracy(preset, tmp_path / "acc", datalist=str(dataset), device="cpu")
+    assert len(runs_again) == 3
+    assert (tmp_path / "acc" / "lung_vessel" / "seed0" / "upper_bound" / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_summary_table_and_gap_closed(tmp_path):
+    rows = []
+    for seed, (lo, up, me) in enumerate([(0.4, 0.8, 0.6), (0.5, 0.7, 0.56)]):
+        rows += [
+            {"task": "lung_vessel", "method": "lower_bound", "seed": seed, "labeled_fraction": 0.3, "dice_mean": lo, "iterations": 5},
+            {"task": "lung_vessel", "method": "upper_bound", "seed": seed, "labeled_fraction": 1.0, "dice_mean": up, "iterations": 5},
+            {"task": "lung_vessel", "method": "segpl", "seed": seed, "labeled_fraction": 0.3, "dice_mean": me, "iterations": 5},
+        ]
+    summarize(pd.DataFrame(rows), pd.DataFrame(), tmp_path, PRESETS["small"], "small", 1.0)
+    table = (tmp_path / "table.md").read_text()
+    # mean (sd) over seeds: segpl 0.580 (0.028); gap closed: mean of 0.5 and 0.3
+    assert "| segpl | 0.580 (0.028) |" in table
+    assert "| upper_bound | 0.750 (0.071) |" in table
+    assert "| segpl | +0.40 |" in table
+
+
+def test_presets_cover_the_protocol():
+    small = PRESETS["small"]
+    assert set(small.methods) == set(METHODS)
+    assert small.fractions == (0.3, 0.5, 0.7) and len(small.seeds) == 3
+    assert set(small.tasks) == {"lung_vessel", "brats2d"}
+
+
+def test_bench_cli_rejects_a_bad_fraction(tmp_path, capsys):
+    from medssl.cli import main
+
+    assert main(["bench", "accuracy", "--out", str(tmp_path), "--fraction", "1.5", "--task", "lung_vessel"]) == 2
+    assert "labelled fraction must be in (0, 1)" in capsys.readouterr().err

@@ -1,0 +1,115 @@
+"""The speed benchmark on tiny sizes: FLOP counting, the report's fields, the command line and the bundles' networks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from medssl.bench import speed
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = {
+    "device": "cpu", "threads": None, "phases": list(speed.PHASES), "robust_loss": "gce",
+    "train_roi": [16, 16, 16], "n_labeled": 1, "n_unlabeled": 1, "train_repeats": 1,
+    "ct_shape": [1, 32, 32, 24], "ct_roi": [16, 16, 16], "ct_sw_batch_size": 4, "infer_repeats": 1,
+    "brats_shape": [4, 16, 16, 16], "brats_roi": [16, 16, 16], "brats_sw_batch_size": 2, "brats_repeats": 1,
+    "matmul_size": 256,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("c_in,c_out,k,size,padding", [(2, 3, 3, 8, 1), (1, 4, 3, 9, 0), (4, 2, 1, 5, 0)])
+def test_conv3d_flops(c_in, c_out, k, size, padding):
+    conv = torch.nn.Conv3d(c_in, c_out, k, padding=padding)
+    out_voxels = (size + 2 * padding - k + 1) ** 3
+    assert speed.count_flops(conv, torch.zeros(2, c_in, size, size, size)) == 2 * 2 * c_in * c_out * k**3 * out_voxels
+
+
+def test_matmul_rate_is_positive():
+    assert speed.matmul_gflops(torch.device("cpu"), n=128, repeats=2) > 0
+
+
+@pytest.fixture(scope="module")
+def report():
+    return speed.run_benchmark(TINY, isolate=False, log=lambda s: None)
+
+
+def test_report_fields(report):
+    machine = report["machine"]
+    assert machine["cpu_count"] >= 1 and machine["torch"] == torch.__version__ and machine["gpu"] is None
+    assert machine["matmul_gflops_fp32"] > 0 and machine["date"]
+    train = report["phases"]["train"]
+    assert set(train["methods"]) == set(speed.TRAIN_METHODS) and train["images_per_iteration"] == 2
+    assert train["methods"]["supervised"]["ratio_to_supervised"] == 1.0
+    assert all(r["median_s"] > 0 for r in train["methods"].values())
+    for name, n_windows in (("infer_ct", 3 * 3 * 2), ("infer_brats", 1)):
+        r = report["phases"][name]
+        assert r["plain"]["windows"] == r["tuned"]["windows"] == n_windows
+        assert r["plain"]["sw_batch_size"] == 1
+        for path in ("plain", "tuned"):
+            p = r[path]
+            voxels = torch.tensor(r["shape"][1:]).prod().item()
+            assert p["voxels_per_s"] == pytest.approx(voxels / p["median_s"], rel=1e-2)
+            assert p["gflops"] == pytest.approx(r["flops_per_window"] * n_windows / p["median_s"] / 1e9, rel=1e-2)
+            assert p["fraction_of_matmul"] == pytest.approx(p["gflops"] / r["matmul_gflops"], abs=2e-3)
+            assert p["peak_memory_mib"] > 0
+        # the rewrites change nothing beyond float rounding
+        assert r["agreement"]["max_abs_prob_diff"] < 1e-4 and r["agreement"]["dice"] > 0.999
+        assert r["process_peak_rss_mib"] >= r["rss_after_imports_mib"] > 0
+    assert set(report["targets"]) == {
+        "segpl_iteration_ratio", "bpl_iteration_ratio", "infer_ct_fraction_of_matmul", "infer_brats_fraction_of_matmul"
+    }  # fmt: skip
+
+
+def test_flops_per_window_of_the_lung_network(report):
+    per_window = speed.count_flops(speed.lung_network().eval(), torch.zeros(1, 1, 16, 16, 16))
+    assert report["phases"]["infer_ct"]["flops_per_window"] == per_window
+
+
+def test_reports_written_atomically(report, tmp_path):
+    json_path, md_path = speed.write_report(report, tmp_path / "out")
+    assert json.loads(json_path.read_text())["phases"].keys() == report["phases"].keys()
+    md = md_path.read_text()
+    assert "| segpl |" in md and "MONAI plain" in md and "of matmul" in md and "## Targets" in md
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_command_line(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    speed.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--phases", "infer_ct", "--ct-shape", "1x32x32x32", "--out", str(tmp_path)])
+    cfg = speed.config_from_args(args)
+    assert cfg["phases"] == ["infer_ct"] and cfg["ct_shape"] == [1, 32, 32, 32]
+    full = speed.config_from_args(parser.parse_args([]))
+    assert full["ct_shape"] == [1, 256, 256, 200] and full["brats_shape"] == [4, 240, 240, 155]
+    assert full["ct_roi"] == [96, 96, 96] and full["brats_roi"] == [128, 128, 128]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--ct-shape", "1x-2x3"])
+    with pytest.raises(ValueError, match="train-repeats"):
+        speed.config_from_args(parser.parse_args(["--train-repeats", "0"]))
+
+
+@pytest.mark.parametrize(
+    "bundle,build",
+    [
+        ("lung_vessel_ct_ssl_segmentation", lambda: speed.lung_network()),
+        ("brats_mri_transbts_ssl_segmentation", lambda: speed.brats_network()),
+    ],
+)
+def test_networks_are_the_bundles(bundle, build):
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "bundles" / bundle / "configs" / "train.json"))
+    expected = {k: v.shape for k, v in parser.get_parsed_content("network_def").state_dict().items()}
+    assert {k: v.shape for k, v in build().state_dict().items()} == expected
+
+
+@pytest.mark.slow
+def test_main_quick_isolated(tmp_path):
+    assert speed.main(["--quick", "--device", "cpu", "--train-repeats", "2", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "speed.json").read_text())
+    assert set(report["phases"]) == set(speed.PHASES)
+    assert all(p["process_peak_rss_mib"] > 0 for p in report["phases"].values())

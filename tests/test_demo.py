@@ -1,0 +1,64 @@
+"""``medssl demo`` on a tiny budget: three methods trained, the table and figures written, the budget calibrated."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from medssl.demo import DEMO_METHODS, EVALUATIONS, calibrate_iterations, run_demo
+
+TINY = {
+    "roi_size": [16, 16, 16],
+    "network_def#channels": [4, 8, 16],
+    "network_def#strides": [2, 2],
+    "feature_channels": 8,
+    "num_samples": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    table = run_demo(out, iterations=EVALUATIONS, cases=8, size=32, device="cpu", overrides=TINY)
+    return out, table
+
+
+def test_demo_trains_every_method_and_writes_its_table(demo):
+    out, table = demo
+    assert list(table["method"]) == list(DEMO_METHODS)
+    assert (table["iterations"] == EVALUATIONS).all() and (table["test_cases"] == 2).all()  # 25% of 8 cases
+    assert table["test_dice_mean"].between(0, 1).all() and table["best_val_dice"].between(0, 1).all()
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), table, check_dtype=False)
+    md = (out / "results.md").read_text()
+    assert all(f"| {name} |" in md for name in DEMO_METHODS)
+    for name in DEMO_METHODS:
+        assert (out / "runs" / name / "models" / "model_best.pt").is_file()
+        # the test Dice of the table is the mean of the per-case file the evaluation wrote
+        per_case = pd.read_csv(out / "runs" / name / "test" / "per_case.csv")
+        dice = per_case.filter(like="dice").iloc[:, 0]
+        assert table.set_index("method").loc[name, "test_dice_mean"] == pytest.approx(dice.mean(), abs=1e-6)
+
+
+def test_demo_figures_are_images(demo):
+    out, _ = demo
+    for name in ("predictions.png", "curves.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 100
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
+
+
+def test_calibration_fits_the_budget(demo, tmp_path):
+    out, _ = demo
+    iterations, per_round = calibrate_iterations(
+        out / "split.json", tmp_path, minutes=1.0, elapsed=0.0, device="cpu", overrides=TINY,
+        methods=list(DEMO_METHODS), probe_iterations=3,
+    )  # fmt: skip
+    assert per_round > 0 and iterations % EVALUATIONS == 0 and iterations >= 5 * EVALUATIONS
+    # what it chose fits 75% of the minute unless that is below the floor of 5 iterations per validation
+    assert iterations * per_round <= 45.0 or iterations == 5 * EVALUATIONS
+
+
+def test_demo_rejects_a_non_positive_budget(tmp_path):
+    with pytest.raises(ValueError, match="minutes"):
+        run_demo(tmp_path, minutes=0)
