@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv and install medssl first.
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv and install medssl first;
+# `make test` also creates .venv-deploy for the MONAI Deploy tests.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -37,8 +38,10 @@ test-deploy: $(DEPLOY_STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/medssl demo --out demo_output
 
-test: $(STAMP)
+# The whole suite: the core tests in .venv, then the deploy tests in .venv-deploy (both created here if absent).
+test: $(STAMP) $(DEPLOY_STAMP)
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-deploy
 
 test-all: $(STAMP)
 	$(PY) -m pytest -n 2 -m "slow or not slow" $(PYTEST_ARGS)

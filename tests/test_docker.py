@@ -108,3 +108,15 @@ def test_dockerignore_keeps_what_is_copied():
             *sources, _ = shlex.split(args)
             for src in sources:
                 assert f"!{src}" in ignore or f"!{src}/**" in ignore, f"{name}.dockerignore drops {src}"
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_bundles_folder_is_where_the_image_copies_it(name):
+    """A non-editable install has no repository around it: the demo and benchmarks find bundles via MEDSSL_BUNDLES."""
+    instructions = _instructions(name)
+    env = " ".join(args for op, args in instructions if op == "ENV")
+    m = re.search(r"MEDSSL_BUNDLES=(\S+)", env)
+    assert m, f"{name} does not set MEDSSL_BUNDLES"
+    workdir = next(args for op, args in instructions if op == "WORKDIR")
+    copies = [shlex.split(args) for op, args in instructions if op == "COPY"]
+    assert ["bundles", "./bundles"] in copies and m.group(1) == f"{workdir}/bundles"
