@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", required=True, help="a trained bundle folder")
     p.add_argument("--input", required=True, help="a DICOM folder, a NIfTI file or a folder of NIfTI files")
     p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--checkpoint", default=None, help="weights (default: BUNDLE/models/model_best.pt)")
+    p.add_argument("--checkpoint", default=None,
+                   help="weights: a checkpoint or a TorchScript model.ts (default: BUNDLE/models/model_best.pt)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--series-uid", default=None, help="the SeriesInstanceUID to segment when several series match")
     p.add_argument("--override", action="append", type=_config_override, metavar="KEY=VALUE",

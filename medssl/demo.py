@@ -161,21 +161,23 @@ def plot_curves(results: dict[str, RunResult], path: str | os.PathLike) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for name, r in results.items():
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, r) in enumerate(results.items()):
+        color = cycle[i % len(cycle)]  # one colour per method in every panel
         train = pd.DataFrame(r.train_curve)
         if not train.empty:
             window = max(1, len(train) // 20)
-            axes[0].plot(train["iteration"], train["loss"].rolling(window, min_periods=1).mean(), label=name)
-            if "threshold_mean" in train:
+            axes[0].plot(train["iteration"], train["loss"].rolling(window, min_periods=1).mean(), color=color, label=name)
+            if name == "segpl":  # a fixed cut, not a learned one
+                axes[2].axhline(0.5, color=color, linestyle="--", label="segpl (fixed 0.5)")
+            elif "threshold_mean" in train:
                 mean = train["threshold_mean"].rolling(window, min_periods=1).mean()
                 std = train["threshold_std"].rolling(window, min_periods=1).mean()
-                (line,) = axes[2].plot(train["iteration"], mean, label=f"{name} (mean)")
-                axes[2].fill_between(train["iteration"], mean - std, mean + std, color=line.get_color(), alpha=0.25)
+                axes[2].plot(train["iteration"], mean, color=color, label=f"{name} (mean)")
+                axes[2].fill_between(train["iteration"], mean - std, mean + std, color=color, alpha=0.25)
         val = pd.DataFrame(r.val_curve)
         if not val.empty:
-            axes[1].plot(val["iteration"], val["val_mean_dice"], marker="o", label=name)
-    if "segpl" in results:
-        axes[2].axhline(0.5, color="grey", linestyle="--", label="segpl (fixed 0.5)")
+            axes[1].plot(val["iteration"], val["val_mean_dice"], marker="o", color=color, label=name)
     axes[0].set(title="training loss", xlabel="iteration")
     axes[1].set(title="validation Dice", xlabel="iteration", ylim=(0, 1))
     axes[2].set(title="pseudo-label threshold (mean ± sd)", xlabel="iteration", ylim=(0, 1))

@@ -34,6 +34,7 @@ __all__ = [
     "RunResult",
     "bundles_dir",
     "train_method",
+    "with_best_checkpoint",
     "teacher_pseudolabels",
     "evaluate_checkpoint",
 ]
@@ -211,7 +212,9 @@ def _train(
 
     @evaluator.on(Events.COMPLETED)
     def _validated(engine: Any) -> None:
-        val_curve.append({"iteration": trainer.state.iteration, **{k: float(v) for k, v in engine.state.metrics.items()}})
+        val_curve.append(
+            {"iteration": trainer.state.iteration, **{k: float(v) for k, v in engine.state.metrics.items()}}
+        )
 
     start = time.perf_counter()
     wf.run()
@@ -242,6 +245,40 @@ def _train(
         run_dir / "result.json",
     )
     return result
+
+
+def with_best_checkpoint(
+    task: str,
+    method: str,
+    datalist: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    fn: Callable[[torch.nn.Module, Any], Any],
+    overrides: Mapping[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+) -> Any:
+    """Call ``fn(network, workflow)`` with the best checkpoint of a finished run loaded, without training again.
+
+    The workflow is the run's bundle workflow on ``datalist`` with ``overrides``, so ``fn`` sees the same split,
+    pre-processing and settings as the run's ``after_training`` did (the accuracy benchmark rescores robustness so).
+    """
+    spec = TASKS[check_choice("task", task, tuple(TASKS))]
+    best = Path(run_dir) / "models" / "model_best.pt"
+    if not best.is_file():
+        raise FileNotFoundError(f"{best}: the run has no best checkpoint")
+    values = {
+        "bundle_root": str(run_dir), "datalist": str(datalist), "labeled_fraction": None, "seed": seed,
+        "num_workers": 0, "cache_rate": 0.0, **_device_override(device),
+        **METHODS[check_choice("method", method, tuple(METHODS))], **dict(overrides or {}),
+    }  # fmt: skip
+    wf = _workflow(spec, "train.json", values)
+    wf.initialize()
+    network = wf.parser.get_parsed_content("network")
+    load_weights(network, best, map_location=wf.parser.get_parsed_content("device"))
+    try:
+        return fn(network, wf)
+    finally:
+        wf.finalize()
 
 
 def evaluate_checkpoint(task: str, network: torch.nn.Module, wf: Any, out_dir: str | os.PathLike) -> dict[str, float]:

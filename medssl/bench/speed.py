@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from medssl.data.io import atomic_path, write_json
+from medssl.data.io import atomic_path, read_json, write_json
 
 __all__ = [
     "PHASES",
@@ -56,6 +56,7 @@ __all__ = [
     "bench_inference",
     "run_benchmark",
     "to_markdown",
+    "merge_reports",
     "add_arguments",
     "run",
     "main",
@@ -269,7 +270,7 @@ def bench_training(
     n_labeled: int = 2,
     n_unlabeled: int = 2,
     repeats: int = 5,
-    warmup: int = 1,
+    warmup: int = 2,
     robust_loss: str = "gce",
     network_fn: Callable[[], nn.Module] = lung_network,
 ) -> dict[str, Any]:
@@ -312,6 +313,7 @@ def bench_training(
             "seconds": [round(t, 4) for t in times[m]],
             "median_s": round(_median(times[m]), 4),
             "ratio_to_supervised": round(_median(ratios), 3),
+            "ratios": [round(r, 3) for r in ratios],
         }
     if device.type == "cuda":
         result["cuda_max_memory_mib"] = _mib(torch.cuda.max_memory_allocated(device))
@@ -508,10 +510,11 @@ def _phase(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     device = resolve_device(cfg["device"])
     baseline = _max_rss_bytes()
     start = time.perf_counter()
+    date = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     if name == "train":
         result = bench_training(
             device, roi=cfg["train_roi"], n_labeled=cfg["n_labeled"], n_unlabeled=cfg["n_unlabeled"],
-            repeats=cfg["train_repeats"], robust_loss=cfg["robust_loss"],
+            repeats=cfg["train_repeats"], warmup=cfg.get("train_warmup", 2), robust_loss=cfg["robust_loss"],
         )
     elif name == "infer_ct":
         result = bench_inference(
@@ -530,6 +533,7 @@ def _phase(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     result["process_peak_rss_mib"] = _mib(_max_rss_bytes())
     result["rss_after_imports_mib"] = _mib(baseline)
     result["phase_seconds"] = round(time.perf_counter() - start, 1)
+    result["date"] = date
     return result
 
 
@@ -544,14 +548,14 @@ def default_config(quick: bool = False) -> dict[str, Any]:
     if quick:
         return {
             "device": "auto", "threads": None, "phases": list(PHASES), "robust_loss": "gce",
-            "train_roi": [32, 32, 32], "n_labeled": 2, "n_unlabeled": 2, "train_repeats": 1,
+            "train_roi": [32, 32, 32], "n_labeled": 2, "n_unlabeled": 2, "train_repeats": 1, "train_warmup": 1,
             "ct_shape": [1, 48, 48, 40], "ct_roi": [32, 32, 32], "ct_sw_batch_size": 4, "infer_repeats": 1,
             "brats_shape": [4, 32, 32, 32], "brats_roi": [32, 32, 32], "brats_sw_batch_size": 2, "brats_repeats": 1,
             "matmul_size": 2048,
         }  # fmt: skip
     return {
         "device": "auto", "threads": None, "phases": list(PHASES), "robust_loss": "gce",
-        "train_roi": list(LUNG_ROI), "n_labeled": 2, "n_unlabeled": 2, "train_repeats": 5,
+        "train_roi": list(LUNG_ROI), "n_labeled": 2, "n_unlabeled": 2, "train_repeats": 7, "train_warmup": 2,
         "ct_shape": [1, 256, 256, 200], "ct_roi": list(LUNG_ROI), "ct_sw_batch_size": 4, "infer_repeats": 2,
         "brats_shape": [4, 240, 240, 155], "brats_roi": list(BRATS_ROI), "brats_sw_batch_size": 2,
         "brats_repeats": 1, "matmul_size": 2048,
@@ -572,6 +576,25 @@ def run_benchmark(cfg: dict[str, Any], isolate: bool = True, log: Callable[[str]
         log(f"speed benchmark: phase {name} done in {result['phase_seconds']} s")
     report["targets"] = _targets(report)
     return report
+
+
+def merge_reports(earlier: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with the phases it did not run taken from ``earlier`` (same machine), targets recomputed.
+
+    Phases taken over are listed in ``kept_from_earlier`` with their dates and settings, so the report says which
+    numbers are from which run.
+    """
+    kept = {name: result for name, result in earlier.get("phases", {}).items() if name not in report["phases"]}
+    if not kept:
+        return report
+    merged = dict(report)
+    merged["phases"] = {name: {**kept, **report["phases"]}[name] for name in PHASES if name in {**kept, **report["phases"]}}
+    merged["kept_from_earlier"] = {
+        name: {"date": result.get("date", earlier.get("machine", {}).get("date")), "config": earlier.get("config")}
+        for name, result in kept.items()
+    }
+    merged["targets"] = _targets(merged)
+    return merged
 
 
 def _targets(report: dict[str, Any]) -> dict[str, Any]:
@@ -608,6 +631,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"`{m['device']}`; {m['date']}. fp32 matmul 2048^2: {m['matmul_gflops_fp32']} GFLOP/s.",
         "",
     ]
+    for name, kept in report.get("kept_from_earlier", {}).items():
+        lines += [f"Phase `{name}` is kept from an earlier run on this machine ({kept['date']}).", ""]
     train = report["phases"].get("train")
     if train:
         roi = "x".join(map(str, train["roi"]))
@@ -616,12 +641,13 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"supervised {train['images_per_iteration']} labelled; SSL {train['n_labeled']} labelled + "
             f"{train['n_unlabeled']} unlabelled; median of {train['repeats']} interleaved rounds)",
             "",
-            "| method | median s / iteration | ratio to supervised |",
-            "|---|---|---|",
+            "| method | median s / iteration | ratio to supervised (median) | ratio per round, min-max |",
+            "|---|---|---|---|",
         ]
         for name, r in train["methods"].items():
             label = f"{name} ({train['robust_loss']})" if name == "teacher_student" else name
-            lines.append(f"| {label} | {r['median_s']:.3f} | {r['ratio_to_supervised']:.3f} |")
+            spread = f"{min(r['ratios']):.2f}-{max(r['ratios']):.2f}" if r.get("ratios") else "-"
+            lines.append(f"| {label} | {r['median_s']:.3f} | {r['ratio_to_supervised']:.3f} | {spread} |")
         lines += [f"\nPeak RSS of the training process: {train['process_peak_rss_mib']} MiB "
                   f"(after imports: {train['rss_after_imports_mib']} MiB).", ""]  # fmt: skip
     infer = [(n, report["phases"][n]) for n in ("infer_ct", "infer_brats") if n in report["phases"]]
@@ -711,6 +737,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--brats-shape", type=_shape, default=None, help="BraTS volume (default 4x240x240x155)")
     parser.add_argument("--robust-loss", default=None, choices=("ce", "gce", "bce", "sce"), help="teacher-student loss")
     parser.add_argument("--no-isolate", action="store_true", help="run phases in this process (peak memory is shared)")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the phases not run now from the report already in --out (rerun some phases only)")
 
 
 def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -732,6 +760,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark of ``args``, write the reports, print the Markdown; return the exit status."""
     cfg = config_from_args(args)
     report = run_benchmark(cfg, isolate=not args.no_isolate, log=lambda s: print(s, file=sys.stderr, flush=True))
+    earlier = Path(args.out) / "speed.json"
+    if getattr(args, "update", False) and earlier.is_file():
+        report = merge_reports(read_json(earlier), report)
     json_path, md_path = write_report(report, args.out)
     print(to_markdown(report))
     print(f"wrote {json_path} and {md_path}", file=sys.stderr)

@@ -7,6 +7,7 @@ so that they apply exactly the transforms and sliding-window settings its ``infe
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from monai.bundle import ConfigParser
 from medssl.errors import DataError
 from medssl.handlers.checkpoint import load_weights
 
-__all__ = ["BundleInference", "load_bundle_inference"]
+__all__ = ["BundleInference", "is_torchscript", "load_bundle_inference"]
 
 
 @dataclass
@@ -43,6 +44,23 @@ def _check_override(key: str, value: Any, default: Any, config: Path) -> None:
         raise TypeError(f"override {key}={value!r}: {config} sets {key} to a list ({default!r}), got {value!r}")
 
 
+def is_torchscript(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``, ``monai.bundle ckpt_export``), not a checkpoint."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/", 1)[-1].startswith("code/") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _load_torchscript(path: Path, device: torch.device) -> torch.nn.Module:
+    try:
+        return torch.jit.load(str(path), map_location=device)
+    except (RuntimeError, ValueError) as e:
+        problem = f"TorchScript model cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+        raise DataError(path, problem) from None
+
+
 def load_bundle_inference(
     bundle: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
@@ -54,7 +72,9 @@ def load_bundle_inference(
 
     Args:
         bundle: the bundle folder.
-        checkpoint: weights file (default: the config's ``checkpoint``, ``models/model_best.pt``).
+        checkpoint: weights file (default: the config's ``checkpoint``, ``models/model_best.pt``): a checkpoint or
+            state dict (loaded with ``weights_only=True`` into the config's network), or a TorchScript model such as
+            ``monai.bundle ckpt_export`` writes (``models/model.ts``), which is used in place of the config's network.
         device: torch device (default: the config's, CUDA when available).
         overrides: more config overrides, e.g. ``{"roi_size": [64, 64, 64]}``.
         config_file: the inference config, relative to ``bundle``.
@@ -76,10 +96,13 @@ def load_bundle_inference(
         parser[key] = value
     if checkpoint is not None:
         parser["checkpoint"] = str(checkpoint)
-    network = parser.get_parsed_content("network")
     ckpt = parser.get_parsed_content("checkpoint")
     dev = parser.get_parsed_content("device")
-    load_weights(network, ckpt, map_location=dev)
+    if is_torchscript(ckpt):
+        network = _load_torchscript(Path(ckpt), dev)
+    else:
+        network = parser.get_parsed_content("network")
+        load_weights(network, ckpt, map_location=dev)
     return BundleInference(
         network=network.eval(),
         preprocessing=parser.get_parsed_content("preprocessing"),

@@ -154,7 +154,8 @@ def optimize_for_inference(network: nn.Module, fuse_attention: bool = True) -> n
     """An eval-mode copy of ``network`` with the rewrites of this module applied and gradients off.
 
     Args:
-        network: a trained network (any ``nn.Module``; parts that no rewrite matches run as they are).
+        network: a trained network (any ``nn.Module``; parts that no rewrite matches run as they are). A TorchScript
+            module is returned as it is, in eval mode.
         fuse_attention: switch MONAI attention blocks to the fused kernel.
 
     Returns:
@@ -166,6 +167,8 @@ def optimize_for_inference(network: nn.Module, fuse_attention: bool = True) -> n
         with torch.inference_mode():
             logits = SlidingWindowInferer((96, 96, 96), sw_batch_size=4)(image, fast)
     """
+    if isinstance(network, torch.jit.ScriptModule):  # compiled already: its graph cannot be rewritten module-wise
+        return network.eval()
     fast = copy.deepcopy(network).eval()
     fold_batch_norm(fast)
     if fuse_attention:

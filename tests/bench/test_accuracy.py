@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from medssl.bench.accuracy import PRESETS, Preset, TaskSetting, run_accuracy, summarize
+from medssl.bench.accuracy import PRESETS, Preset, TaskSetting, rescore_robustness, run_accuracy, summarize
 from medssl.bench.experiment import METHODS, train_method
 from medssl.data.split import split_datalist_file
 from medssl.data.synthetic import synthesize
@@ -79,22 +79,61 @@ def test_robustness_at_zero_strength_is_the_clean_test_dice_and_resume_skips_fin
     runs_again, _ = run_accuracy(preset, tmp_path / "acc", datalist=str(dataset), device="cpu")
     assert len(runs_again) == 3
     assert (tmp_path / "acc" / "lung_vessel" / "seed0" / "upper_bound" / "result.json").stat().st_mtime_ns == stamp
+    # rescoring from the best checkpoints (no training) gives the same robustness rows
+    rescored = rescore_robustness(preset, tmp_path / "acc", device="cpu")
+    key = ["method", "perturbation", "level"]
+    pd.testing.assert_frame_equal(
+        rescored.sort_values(key)[key + ["dice"]].reset_index(drop=True),
+        robust.sort_values(key)[key + ["dice"]].reset_index(drop=True),
+        check_dtype=False, atol=1e-5,
+    )  # fmt: skip
 
 
 def test_summary_table_and_gap_closed(tmp_path):
     rows = []
     for seed, (lo, up, me) in enumerate([(0.4, 0.8, 0.6), (0.5, 0.7, 0.56)]):
         rows += [
-            {"task": "lung_vessel", "method": "lower_bound", "seed": seed, "labeled_fraction": 0.3, "dice_mean": lo, "iterations": 5},
-            {"task": "lung_vessel", "method": "upper_bound", "seed": seed, "labeled_fraction": 1.0, "dice_mean": up, "iterations": 5},
-            {"task": "lung_vessel", "method": "segpl", "seed": seed, "labeled_fraction": 0.3, "dice_mean": me, "iterations": 5},
+            {
+                "task": "lung_vessel",
+                "method": "lower_bound",
+                "seed": seed,
+                "labeled_fraction": 0.3,
+                "dice_mean": lo,
+                "iterations": 5,
+            },
+            {
+                "task": "lung_vessel",
+                "method": "upper_bound",
+                "seed": seed,
+                "labeled_fraction": 1.0,
+                "dice_mean": up,
+                "iterations": 5,
+            },
+            {
+                "task": "lung_vessel",
+                "method": "segpl",
+                "seed": seed,
+                "labeled_fraction": 0.3,
+                "dice_mean": me,
+                "iterations": 5,
+            },
         ]
     summarize(pd.DataFrame(rows), pd.DataFrame(), tmp_path, PRESETS["small"], "small", 1.0)
     table = (tmp_path / "table.md").read_text()
     # mean (sd) over seeds: segpl 0.580 (0.028); gap closed: mean of 0.5 and 0.3
     assert "| segpl | 0.580 (0.028) |" in table
     assert "| upper_bound | 0.750 (0.071) |" in table
-    assert "| segpl | +0.40 |" in table
+    assert "| segpl | +40% |" in table
+
+
+def test_gap_closed_is_not_applicable_without_a_gap(tmp_path):
+    rows = [
+        {"task": "lung_vessel", "method": "lower_bound", "seed": 0, "labeled_fraction": 0.3, "dice_mean": 0.5, "iterations": 5},
+        {"task": "lung_vessel", "method": "upper_bound", "seed": 0, "labeled_fraction": 1.0, "dice_mean": 0.505, "iterations": 5},
+        {"task": "lung_vessel", "method": "segpl", "seed": 0, "labeled_fraction": 0.3, "dice_mean": 0.3, "iterations": 5},
+    ]  # fmt: skip
+    summarize(pd.DataFrame(rows), pd.DataFrame(), tmp_path, PRESETS["small"], "small", 1.0)
+    assert "| segpl | n/a |" in (tmp_path / "table.md").read_text()
 
 
 def test_presets_cover_the_protocol():
@@ -109,3 +148,42 @@ def test_bench_cli_rejects_a_bad_fraction(tmp_path, capsys):
 
     assert main(["bench", "accuracy", "--out", str(tmp_path), "--fraction", "1.5", "--task", "lung_vessel"]) == 2
     assert "labelled fraction must be in (0, 1)" in capsys.readouterr().err
+
+
+class _Parser:
+    def __init__(self, values):
+        self.values = values
+
+    def get_parsed_content(self, key):
+        return self.values[key]
+
+
+def test_robustness_at_zero_strength_matches_the_evaluators_dice_for_brats_regions():
+    """Three region channels: the level-0 Dice is the evaluator's val_mean_dice (per image, then over images)."""
+    from types import SimpleNamespace
+
+    from monai.data import DataLoader, Dataset
+    from monai.losses import DiceCELoss
+
+    from medssl.bench.accuracy import robustness
+    from medssl.engines.evaluation import build_evaluator
+
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    for i in range(5):
+        label = torch.zeros(1, 16, 16)
+        label[0, 4:12, 4:12] = 2  # edema
+        label[0, 6:10, 6:10] = 1 if i % 2 else 3  # necrosis or enhancing: ET empty on some slices
+        cases.append({"image": torch.randn(4, 16, 16, generator=gen), "label": label})
+    torch.manual_seed(0)
+    network = torch.nn.Conv2d(4, 4, 3, padding=1).eval()
+    wf = SimpleNamespace(parser=_Parser({
+        "split": {"testing": cases}, "device": "cpu", "roi_size": [16, 16], "sw_batch_size": 2,
+        "loss": DiceCELoss(to_onehot_y=True, softmax=True), "validate#preprocessing": None,
+    }))  # fmt: skip
+    rows = robustness(network, wf, "brats", noise_std=(0.0,), fgsm_eps=(0.0, 0.5))
+    evaluator = build_evaluator(DataLoader(Dataset(cases), batch_size=1), network, [16, 16], task="brats", device="cpu")
+    evaluator.run()
+    clean = evaluator.state.metrics["val_mean_dice"]
+    assert [r["dice"] for r in rows[:2]] == pytest.approx([clean, clean], abs=1e-6)
+    assert rows[2]["dice"] != pytest.approx(clean, abs=1e-6)  # the attack changes the prediction

@@ -46,6 +46,10 @@ def test_report_fields(report):
     assert set(train["methods"]) == set(speed.TRAIN_METHODS) and train["images_per_iteration"] == 2
     assert train["methods"]["supervised"]["ratio_to_supervised"] == 1.0
     assert all(r["median_s"] > 0 for r in train["methods"].values())
+    assert all(len(r["ratios"]) == TINY["train_repeats"] for r in train["methods"].values())
+    assert train["methods"]["segpl"]["ratio_to_supervised"] == pytest.approx(
+        train["methods"]["segpl"]["median_s"] / train["methods"]["supervised"]["median_s"], rel=1e-2
+    )  # one round: the median ratio is that round's ratio
     for name, n_windows in (("infer_ct", 3 * 3 * 2), ("infer_brats", 1)):
         r = report["phases"][name]
         assert r["plain"]["windows"] == r["tuned"]["windows"] == n_windows
@@ -113,3 +117,16 @@ def test_main_quick_isolated(tmp_path):
     report = json.loads((tmp_path / "speed.json").read_text())
     assert set(report["phases"]) == set(speed.PHASES)
     assert all(p["process_peak_rss_mib"] > 0 for p in report["phases"].values())
+
+
+def test_update_keeps_the_phases_not_rerun(report):
+    earlier = {**report, "phases": {k: {**v, "date": "2026-01-01T00:00:00+00:00"} for k, v in report["phases"].items()}}
+    rerun = {**report, "phases": {"train": report["phases"]["train"]}}
+    merged = speed.merge_reports(earlier, rerun)
+    assert list(merged["phases"]) == list(speed.PHASES)
+    assert merged["phases"]["train"] is report["phases"]["train"]
+    assert merged["phases"]["infer_ct"]["date"] == "2026-01-01T00:00:00+00:00"
+    assert set(merged["kept_from_earlier"]) == {"infer_ct", "infer_brats"}
+    assert "infer_ct_fraction_of_matmul" in merged["targets"]
+    assert "Phase `infer_ct` is kept from an earlier run" in speed.to_markdown(merged)
+    assert speed.merge_reports({"phases": {}}, rerun) is rerun

@@ -112,7 +112,9 @@ def test_failure_inside_the_application_leaves_nothing(tmp_path, trained_lung_bu
     monkeypatch.setattr(app, "write_nifti", broken)
     out = tmp_path / "out"
     with pytest.raises(DataError, match="the application failed on this series.*disk full"):
-        run_deploy(LUNG_BUNDLE, shared_series("dcmqi_ct_3slice"), out, checkpoint=trained_lung_bundle, overrides=OVERRIDES)
+        run_deploy(
+            LUNG_BUNDLE, shared_series("dcmqi_ct_3slice"), out, checkpoint=trained_lung_bundle, overrides=OVERRIDES
+        )
     assert not any(out.iterdir())  # the SEG written before the failure was not moved into place
 
 
@@ -131,5 +133,31 @@ def test_command_line(tmp_path, trained_lung_bundle):
     bad = subprocess.run(base + ["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "out2")],
                          capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1] == f"medssl deploy: error: {tmp_path / 'empty'}: folder holds no DICOM image"
+    assert (
+        bad.stderr.strip().splitlines()[-1]
+        == f"medssl deploy: error: {tmp_path / 'empty'}: folder holds no DICOM image"
+    )
     assert not (tmp_path / "out2").exists()
+
+
+def test_torchscript_model_gives_the_checkpoints_segmentation(tmp_path, trained_lung_bundle):
+    """The TorchScript model ``monai.bundle ckpt_export`` writes deploys like the checkpoint it came from."""
+    script = tmp_path / "model.ts"
+    export = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(script),
+         "--ckpt_file", str(trained_lung_bundle), "--key_in_ckpt", "model", "--meta_file", "configs/metadata.json",
+         "--config_file", "configs/inference.json"],
+        cwd=LUNG_BUNDLE, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert export.returncode == 0, export.stderr[-3000:]
+    volume = read_volume(shared_series("dcmqi_ct_3slice"))
+    image = write_nifti(volume.array, volume.affine, tmp_path / "in" / "case1.nii.gz")
+    [from_checkpoint] = run_deploy(
+        LUNG_BUNDLE, image, tmp_path / "pt", checkpoint=trained_lung_bundle, overrides=OVERRIDES
+    )
+    [from_script] = run_deploy(LUNG_BUNDLE, image, tmp_path / "ts", checkpoint=script, overrides=OVERRIDES)
+    a, b = nib.load(from_script).get_fdata(), nib.load(from_checkpoint).get_fdata()
+    assert a.shape == b.shape and 0 < b.mean() < 1
+    # the checkpoint runs with batch norm folded (optimize_for_inference), the script as exported: float rounding
+    # may flip a voxel whose probability is within ~1e-6 of the cut, nothing more
+    assert (a != b).mean() < 1e-4
