@@ -299,10 +299,11 @@ def run_accuracy(
                 for f in fractions
             }
 
-            def one(method: str, fraction: float, datalist_path: Path, run_dir: Path) -> RunResult | None:
+            def one(method: str, fraction: float) -> RunResult | None:
                 key = (task, method, seed, fraction)
                 if key in finished:
                     return None
+                datalist_path, run_dir = _run_paths(out, task, method, seed, fraction)
                 print(f"[{task} seed {seed} {fraction:.0%}] {method} ({n_iter} iterations)", flush=True)
                 result = train_method(
                     task,
@@ -330,26 +331,25 @@ def run_accuracy(
                 return result
 
             if "upper_bound" in methods:
-                upper_split = split_datalist_file(
+                split_datalist_file(
                     dataset, split_dir / "split_1.00.json", 1.0, spec.val_fraction, spec.test_fraction, seed
                 )
                 # one upper-bound run per seed stands for every fraction in the tables
-                one("upper_bound", 1.0, upper_split, split_dir / "upper_bound")
+                one("upper_bound", 1.0)
             for fraction in fractions:
                 run_root = split_dir / f"frac{fraction:.2f}"
                 split_path = splits[fraction]
                 needs_teacher = any(m.startswith("ts_") for m in methods)
                 if "lower_bound" in methods or needs_teacher:
-                    one("lower_bound", fraction, split_path, run_root / "lower_bound")
-                teacher_list = run_root / "teacher" / "datalist.json"
+                    one("lower_bound", fraction)
+                teacher_list = _run_paths(out, task, "ts_ce", seed, fraction)[0]  # where every student reads
                 if needs_teacher and not teacher_list.is_file():
                     best = run_root / "lower_bound" / "models" / "model_best.pt"
-                    teacher_list = teacher_pseudolabels(task, best, split_path, run_root / "teacher", overrides, device)
+                    teacher_pseudolabels(task, best, split_path, run_root / "teacher", overrides, device)
                 for method in methods:
                     if method in ("lower_bound", "upper_bound"):
                         continue
-                    data = teacher_list if method.startswith("ts_") else split_path
-                    one(method, fraction, data, run_root / method)
+                    one(method, fraction)
     runs = pd.DataFrame(rows)
     robust = pd.DataFrame(robust_rows)
     summarize(runs, robust, out, spec, preset if isinstance(preset, str) else "custom", time.perf_counter() - start)
