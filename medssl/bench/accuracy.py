@@ -34,7 +34,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medssl.bench.experiment import METHODS, TASKS, RunResult, teacher_pseudolabels, train_method, with_best_checkpoint
+from medssl.bench.experiment import (
+    METHODS,
+    TASKS,
+    RunResult,
+    eval_batch_size,
+    teacher_pseudolabels,
+    train_method,
+    with_best_checkpoint,
+)
 from medssl.data.datalist import load_datalist
 from medssl.data.io import atomic_path, write_json
 from medssl.data.split import split_datalist_file
@@ -68,6 +76,9 @@ class TaskSetting:
     iterations: int
     overrides: dict[str, Any]
     evaluations: int = 5
+    #: unsupervised weight warm-up and ramp, as fractions of the run (pseudo-labels start once the model segments)
+    warmup_fraction: float = 0.2
+    ramp_fraction: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -84,19 +95,22 @@ class Preset:
     test_fraction: float = 0.25
     learning_rate: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: (task, seed) chains run side by side, each with cores / jobs torch threads; tiny networks on a CPU gain
+    #: almost nothing from a second thread, so two single-threaded jobs nearly double the throughput there
+    jobs: int = 1
 
 
 _TINY_LUNG = {
     "roi_size": [32, 32, 32],
-    "network_def#channels": [8, 16, 32],
+    "network_def#channels": [16, 32, 64],
     "network_def#strides": [2, 2],
     "network_def#num_res_units": 1,
-    "feature_channels": 16,
+    "feature_channels": 32,
     "batch_size": 2,
     "unlabeled_batch_size": 2,
     "num_samples": 1,
     "learning_rate": 0.003,
-    "sw_batch_size": 2,
+    "sw_batch_size": 8,
 }
 _TINY_BRATS2D = {
     "roi_size": [48, 48],
@@ -110,15 +124,22 @@ _TINY_BRATS2D = {
     "num_samples": 1,
     "learning_rate": 0.003,
     "sw_batch_size": 8,
+    "val_hd95": False,  # validation picks the best checkpoint by Dice; HD95 would double its cost here
+    "validate#dataloader#batch_size": 16,  # the synthetic slices share one shape
 }
 
 PRESETS: dict[str, Preset] = {
-    # Every method, fraction and seed on small phantoms: about an hour on 2 CPU cores.
+    # Every method, fraction and seed on small phantoms: under an hour on 2 CPU cores.
     "small": Preset(
         tasks={
-            "lung_vessel": TaskSetting(cases=16, size=32, iterations=150, overrides=_TINY_LUNG),
-            "brats2d": TaskSetting(cases=10, size=48, iterations=100, overrides=_TINY_BRATS2D),
-        }
+            "lung_vessel": TaskSetting(
+                cases=16, size=48, iterations=150, overrides=_TINY_LUNG, warmup_fraction=0.4, ramp_fraction=0.3
+            ),
+            "brats2d": TaskSetting(
+                cases=10, size=48, iterations=100, overrides=_TINY_BRATS2D, warmup_fraction=0.4, ramp_fraction=0.3
+            ),
+        },
+        jobs=2,
     ),
     # For a GPU: the bundles' own networks and patch sizes, on larger phantoms or on real data (--datalist).
     "full": Preset(
@@ -171,7 +192,7 @@ def robustness(
     FGSM moves each test image by ``eps * sign(grad)`` of the bundle's supervised loss against the ground truth,
     through sliding-window inference; ``eps`` is in the same units as the noise.
     """
-    from monai.data import DataLoader, Dataset, decollate_batch
+    from monai.data import CacheDataset, DataLoader, decollate_batch
     from monai.metrics import DiceMetric
 
     from medssl.engines.evaluation import evaluation_postprocessing
@@ -182,10 +203,10 @@ def robustness(
     roi = wf.parser.get_parsed_content("roi_size")
     loss_fn = wf.parser.get_parsed_content("loss")
     post = evaluation_postprocessing(eval_task)
-    # 2D slices share one shape: batch them (the perturbations and the Dice are per image either way)
-    batch_size = 32 if len(roi) == 2 else 1
     preprocessing = wf.parser.get_parsed_content("validate#preprocessing")
-    loader = DataLoader(Dataset(split["testing"], transform=preprocessing), batch_size=batch_size)
+    # every perturbation level reads the same pre-processed test cases: load them once
+    cached = CacheDataset(split["testing"], transform=preprocessing, cache_rate=1.0, num_workers=0, progress=False)
+    loader = DataLoader(cached, batch_size=eval_batch_size(roi))  # perturbations and Dice are per image
     network = network.to(device).eval()
     generator = torch.Generator(device="cpu").manual_seed(0)
 
@@ -241,6 +262,114 @@ def _record(result: RunResult, seed: int, fraction: float, extra: dict[str, Any]
     return row
 
 
+RUN_KEY = ["task", "method", "seed", "labeled_fraction"]
+ROBUST_KEY = RUN_KEY + ["perturbation", "level"]
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """The runs of one task and seed: the upper bound, then per fraction the lower bound (the teacher) and the rest."""
+
+    task: str
+    seed: int
+    setting: TaskSetting
+    spec: Preset
+    preset: str
+    out: Path
+    dataset: Path
+    methods: tuple[str, ...]
+    fractions: tuple[float, ...]
+    iterations: int
+    device: str | None
+    threads: int | None
+    skip: frozenset[tuple[str, str, int, float]]
+
+    @property
+    def folder(self) -> Path:
+        return self.out / self.task / f"seed{self.seed}"
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    return pd.read_csv(path).to_dict("records") if path.is_file() else []
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+def _key(row: dict[str, Any], columns: Sequence[str]) -> tuple:
+    return tuple(float(row[c]) if c in ("labeled_fraction", "level") else row[c] for c in columns)
+
+
+def _merge(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per key, the last one given winning (chains' rows come after older top-level rows)."""
+    return list({_key(r, columns): r for r in rows}.values())
+
+
+def _run_chain(chain: _Chain) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run (or finish) one chain; its rows are saved in its folder after every run, so it resumes where it stopped."""
+    if chain.threads:
+        torch.set_num_threads(chain.threads)
+    task, seed, spec, setting = chain.task, chain.seed, chain.spec, chain.setting
+    runs_csv, robust_csv = chain.folder / "runs.csv", chain.folder / "robustness.csv"
+    rows, robust_rows = _read_csv(runs_csv), _read_csv(robust_csv)
+    finished = set(chain.skip) | {_key(r, RUN_KEY) for r in rows}
+    splits = {
+        f: split_datalist_file(
+            chain.dataset, chain.folder / f"split_{f:.2f}.json", f, spec.val_fraction, spec.test_fraction, seed
+        )
+        for f in chain.fractions
+    }
+
+    def one(method: str, fraction: float) -> None:
+        if (task, method, seed, fraction) in finished:
+            return
+        datalist_path, run_dir = _run_paths(chain.out, task, method, seed, fraction)
+        print(f"[{task} seed {seed} {fraction:.0%}] {method} ({chain.iterations} iterations)", flush=True)
+        result = train_method(
+            task,
+            method,
+            datalist_path,
+            run_dir,
+            chain.iterations,
+            setting.evaluations,
+            setting.overrides,
+            chain.device,
+            seed,
+            warmup_fraction=setting.warmup_fraction,
+            ramp_fraction=setting.ramp_fraction,
+            after_training=lambda net, wf: robustness(net, wf, TASKS[task].eval_task, spec.noise_std, spec.fgsm_eps),
+        )
+        rows.append(_record(result, seed, fraction, {"preset": chain.preset}))
+        robust_rows.extend(
+            {**r, "task": task, "method": method, "seed": seed, "labeled_fraction": fraction} for r in result.extra
+        )
+        finished.add((task, method, seed, fraction))
+        _write_csv(rows, runs_csv)
+        _write_csv(robust_rows, robust_csv)
+
+    if "upper_bound" in chain.methods:
+        split_datalist_file(
+            chain.dataset, chain.folder / "split_1.00.json", 1.0, spec.val_fraction, spec.test_fraction, seed
+        )
+        one("upper_bound", 1.0)  # one upper-bound run per seed stands for every fraction in the tables
+    needs_teacher = any(m.startswith("ts_") for m in chain.methods)
+    for fraction in chain.fractions:
+        run_root = chain.folder / f"frac{fraction:.2f}"
+        if "lower_bound" in chain.methods or needs_teacher:
+            one("lower_bound", fraction)
+        teacher_list = _run_paths(chain.out, task, "ts_ce", seed, fraction)[0]  # where every student reads
+        if needs_teacher and not teacher_list.is_file():
+            best = run_root / "lower_bound" / "models" / "model_best.pt"
+            teacher_pseudolabels(task, best, splits[fraction], run_root / "teacher", setting.overrides, chain.device)
+        for method in chain.methods:
+            if method not in ("lower_bound", "upper_bound"):
+                one(method, fraction)
+    return rows, robust_rows
+
+
 def run_accuracy(
     preset: str | Preset = "small",
     out: str | os.PathLike = "benchmarks/results/accuracy",
@@ -251,108 +380,66 @@ def run_accuracy(
     fractions: Sequence[float] | None = None,
     seeds: Sequence[int] | None = None,
     iterations: int | None = None,
+    jobs: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run the benchmark; return every run and the robustness rows (also written, with tables and plots, to ``out``).
 
-    Runs already finished in ``out`` (their ``result.json`` and rows exist) are reused, so an interrupted benchmark
-    continues where it stopped.
+    The runs of each task and seed form a chain (the teacher of the teacher-student runs is the chain's lower bound);
+    ``jobs`` chains run side by side in separate processes (default: the preset's), each with ``cores / jobs`` torch
+    threads. Runs already finished in ``out`` are reused, so an interrupted benchmark continues where it stopped.
     """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
     spec = PRESETS[preset] if isinstance(preset, str) else preset
+    preset_name = preset if isinstance(preset, str) else "custom"
     out = Path(out)
     tasks = list(tasks or spec.tasks)
     methods = list(methods or spec.methods)
     fractions = list(fractions or spec.fractions)
     seeds = list(seeds or spec.seeds)
+    jobs = spec.jobs if jobs is None else jobs
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
     if datalist and len(tasks) != 1:
         raise ValueError("--datalist is a single task's data: give one --task with it")
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     for f in fractions:
         if not 0 < f < 1:
             raise ValueError(f"labelled fraction must be in (0, 1), got {f}")
     runs_csv, robust_csv = out / "runs.csv", out / "robustness.csv"
-    done = pd.read_csv(runs_csv) if runs_csv.is_file() else pd.DataFrame()
-    robust_done = pd.read_csv(robust_csv) if robust_csv.is_file() else pd.DataFrame()
-    rows, robust_rows = done.to_dict("records"), robust_done.to_dict("records")
-    finished = {(r["task"], r["method"], int(r["seed"]), float(r["labeled_fraction"])) for r in rows}
+    rows, robust_rows = _read_csv(runs_csv), _read_csv(robust_csv)
+    done = frozenset(_key(r, RUN_KEY) for r in rows)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    chains = [
+        _Chain(
+            task, seed, spec.tasks[task], spec, preset_name, out, _dataset(task, spec.tasks[task], out, datalist),
+            tuple(methods), tuple(fractions), iterations or spec.tasks[task].iterations, device, threads, done,
+        )  # fmt: skip
+        for task in tasks
+        for seed in seeds
+    ]
 
-    def save() -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(runs_csv) as tmp:
-            pd.DataFrame(rows).to_csv(tmp, index=False)
-        with atomic_path(robust_csv) as tmp:
-            pd.DataFrame(robust_rows).to_csv(tmp, index=False)
+    def collect(chain_rows: list[dict[str, Any]], chain_robust: list[dict[str, Any]]) -> None:
+        rows[:] = _merge(rows + chain_rows, RUN_KEY)
+        robust_rows[:] = _merge(robust_rows + chain_robust, ROBUST_KEY)
+        _write_csv(rows, runs_csv)
+        _write_csv(robust_rows, robust_csv)
 
     start = time.perf_counter()
-    for task in tasks:
-        setting = spec.tasks[task]
-        n_iter = iterations or setting.iterations
-        dataset = _dataset(task, setting, out, datalist)
-        overrides = dict(setting.overrides)
-        for seed in seeds:
-            split_dir = out / task / f"seed{seed}"
-            splits = {
-                f: split_datalist_file(
-                    dataset, split_dir / f"split_{f:.2f}.json", f, spec.val_fraction, spec.test_fraction, seed
-                )
-                for f in fractions
-            }
-
-            def one(method: str, fraction: float) -> RunResult | None:
-                key = (task, method, seed, fraction)
-                if key in finished:
-                    return None
-                datalist_path, run_dir = _run_paths(out, task, method, seed, fraction)
-                print(f"[{task} seed {seed} {fraction:.0%}] {method} ({n_iter} iterations)", flush=True)
-                result = train_method(
-                    task,
-                    method,
-                    datalist_path,
-                    run_dir,
-                    n_iter,
-                    setting.evaluations,
-                    overrides,
-                    device,
-                    seed,
-                    after_training=lambda net, wf: robustness(
-                        net, wf, TASKS[task].eval_task, spec.noise_std, spec.fgsm_eps
-                    ),
-                )
-                wf_rows = result.extra
-                rows.append(
-                    _record(result, seed, fraction, {"preset": preset if isinstance(preset, str) else "custom"})
-                )
-                robust_rows.extend(
-                    {**r, "task": task, "method": method, "seed": seed, "labeled_fraction": fraction} for r in wf_rows
-                )
-                finished.add(key)
-                save()
-                return result
-
-            if "upper_bound" in methods:
-                split_datalist_file(
-                    dataset, split_dir / "split_1.00.json", 1.0, spec.val_fraction, spec.test_fraction, seed
-                )
-                # one upper-bound run per seed stands for every fraction in the tables
-                one("upper_bound", 1.0)
-            for fraction in fractions:
-                run_root = split_dir / f"frac{fraction:.2f}"
-                split_path = splits[fraction]
-                needs_teacher = any(m.startswith("ts_") for m in methods)
-                if "lower_bound" in methods or needs_teacher:
-                    one("lower_bound", fraction)
-                teacher_list = _run_paths(out, task, "ts_ce", seed, fraction)[0]  # where every student reads
-                if needs_teacher and not teacher_list.is_file():
-                    best = run_root / "lower_bound" / "models" / "model_best.pt"
-                    teacher_pseudolabels(task, best, split_path, run_root / "teacher", overrides, device)
-                for method in methods:
-                    if method in ("lower_bound", "upper_bound"):
-                        continue
-                    one(method, fraction)
+    if jobs == 1:
+        for chain in chains:
+            collect(*_run_chain(chain))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_run_chain, chain) for chain in chains]
+            for future in as_completed(futures):
+                collect(*future.result())
     runs = pd.DataFrame(rows)
     robust = pd.DataFrame(robust_rows)
-    summarize(runs, robust, out, spec, preset if isinstance(preset, str) else "custom", time.perf_counter() - start)
+    summarize(runs, robust, out, spec, preset_name, time.perf_counter() - start, jobs=jobs)
     return runs, robust
 
 
@@ -383,7 +470,6 @@ def rescore_robustness(
     out = Path(out)
     runs = pd.read_csv(out / "runs.csv")
     robust_csv = out / "robustness.csv"
-    robust = pd.read_csv(robust_csv) if robust_csv.is_file() else pd.DataFrame(columns=["task", "method", "seed"])
     selected = runs[runs["task"].isin(tasks or list(spec.tasks)) & runs["seed"].isin(seeds or list(spec.seeds))]
     start = time.perf_counter()
     for row in selected.itertuples():
@@ -395,15 +481,12 @@ def rescore_robustness(
             lambda net, wf: robustness(net, wf, TASKS[task].eval_task, spec.noise_std, spec.fgsm_eps),
             spec.tasks[task].overrides, device, seed,
         )  # fmt: skip
-        same = (robust["task"] == task) & (robust["method"] == method) & (robust["seed"] == seed)
-        if "labeled_fraction" in robust:
-            same &= robust["labeled_fraction"] == fraction
-        new_rows = pd.DataFrame(
-            [{**r, "task": task, "method": method, "seed": seed, "labeled_fraction": fraction} for r in new]
-        )
-        robust = pd.concat([robust[~same], new_rows], ignore_index=True)
-        with atomic_path(robust_csv) as tmp:
-            robust.to_csv(tmp, index=False)
+        new_rows = [{**r, "task": task, "method": method, "seed": seed, "labeled_fraction": fraction} for r in new]
+        # the run's chain keeps its rows too (a later run_accuracy merges them over the top-level table)
+        for path in (robust_csv, out / task / f"seed{seed}" / "robustness.csv"):
+            kept = [r for r in _read_csv(path) if _key(r, RUN_KEY) != (task, method, seed, fraction)]
+            _write_csv(kept + new_rows, path)
+    robust = pd.DataFrame(_read_csv(robust_csv))
     summarize(runs, robust, out, spec, preset if isinstance(preset, str) else "custom", time.perf_counter() - start)
     return robust
 
@@ -438,7 +521,13 @@ def _machine() -> dict[str, Any]:
 
 
 def summarize(
-    runs: pd.DataFrame, robust: pd.DataFrame, out: str | os.PathLike, spec: Preset, preset: str, seconds: float
+    runs: pd.DataFrame,
+    robust: pd.DataFrame,
+    out: str | os.PathLike,
+    spec: Preset,
+    preset: str,
+    seconds: float,
+    jobs: int = 1,
 ) -> Path:
     """Write ``table.md``, ``dice_vs_fraction.png`` and ``robustness.png`` from the run tables."""
     out = Path(out)
@@ -446,7 +535,7 @@ def summarize(
         f"# Accuracy benchmark, preset `{preset}`",
         "",
         f"{datetime.now(timezone.utc):%Y-%m-%d}; machine: {json.dumps(_machine())}; "
-        f"this call ran {seconds / 60:.1f} min.",
+        f"this call ran {seconds / 60:.1f} min ({jobs} job{'s' if jobs > 1 else ''} side by side).",
         "",
     ]
     for task, task_runs in runs.groupby("task", sort=False):
@@ -525,7 +614,7 @@ def summarize(
     with atomic_path(out / "table.md") as tmp:
         tmp.write_text("\n".join(lines))
     _plots(runs, robust, out)
-    write_json({"preset": preset, "machine": _machine(), "seconds": seconds}, out / "run_info.json")
+    write_json({"preset": preset, "machine": _machine(), "seconds": seconds, "jobs": jobs}, out / "run_info.json")
     return out / "table.md"
 
 
@@ -596,6 +685,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, default=None, help="iterations per run (default: the preset's)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument(
+        "--jobs", type=int, default=None, help="(task, seed) chains run side by side (default: the preset's)"
+    )
+    parser.add_argument(
         "--rescore-robustness",
         action="store_true",
         help="recompute the robustness of finished runs from their best checkpoints (no training)",
@@ -618,6 +710,7 @@ def run(args: argparse.Namespace) -> int:
         fractions=args.fraction,
         seeds=args.seed,
         iterations=args.iterations,
+        jobs=args.jobs,
     )
     print(Path(args.out, "table.md").read_text())
     print(f"{len(runs)} runs; results in {args.out}")

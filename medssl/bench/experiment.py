@@ -37,6 +37,7 @@ __all__ = [
     "with_best_checkpoint",
     "teacher_pseudolabels",
     "evaluate_checkpoint",
+    "eval_batch_size",
 ]
 
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
@@ -281,6 +282,11 @@ def with_best_checkpoint(
         wf.finalize()
 
 
+def eval_batch_size(roi_size: Sequence[int]) -> int:
+    """Test images per batch: 2D slices of a dataset share one shape and are batched; 3D volumes go one by one."""
+    return 32 if len(roi_size) == 2 else 1
+
+
 def evaluate_checkpoint(task: str, network: torch.nn.Module, wf: Any, out_dir: str | os.PathLike) -> dict[str, float]:
     """Dice of ``network`` on the test cases of ``wf``'s split, per case in ``out_dir/per_case.csv``.
 
@@ -292,13 +298,15 @@ def evaluate_checkpoint(task: str, network: torch.nn.Module, wf: Any, out_dir: s
     split = wf.parser.get_parsed_content("split")
     if not split.get("testing"):
         raise ValueError(f"{wf.parser['datalist']}: the split has no test cases to evaluate on")
+    roi_size = wf.parser.get_parsed_content("roi_size")
     loader = DataLoader(
-        Dataset(split["testing"], transform=wf.parser.get_parsed_content("validate#preprocessing")), batch_size=1
+        Dataset(split["testing"], transform=wf.parser.get_parsed_content("validate#preprocessing")),
+        batch_size=eval_batch_size(roi_size),
     )
     evaluator = build_evaluator(
         loader,
         network,
-        wf.parser.get_parsed_content("roi_size"),
+        roi_size,
         task=spec.eval_task,
         device=wf.parser.get_parsed_content("device"),
         sw_batch_size=wf.parser.get_parsed_content("sw_batch_size"),
@@ -331,7 +339,10 @@ def teacher_pseudolabels(
     from medssl.inference.predict import write_pseudolabels
 
     spec = TASKS[check_choice("task", task, tuple(TASKS))]
-    inference_overrides = {k: v for k, v in dict(overrides or {}).items() if not k.startswith("train")}
+    # train.json's training and validation sections have no counterpart in inference.json
+    inference_overrides = {
+        k: v for k, v in dict(overrides or {}).items() if k.split("#")[0] not in ("train", "validate")
+    }
     teacher = load_bundle_inference(
         bundles_dir() / spec.bundle, checkpoint=checkpoint, device=device, overrides=inference_overrides
     )

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 
 from monai.transforms import (
     Compose,
+    DeleteItemsd,
     EnsureChannelFirstd,
     EnsureTyped,
+    FgBgToIndicesd,
     LoadImaged,
     NormalizeIntensityd,
     Orientationd,
@@ -41,28 +43,41 @@ def _check(stage: str, roi_size: Sequence[int], num_samples: int, spatial_dims: 
     check_choice("stage", stage, STAGES)
     check_positive("num_samples", num_samples)
     if isinstance(roi_size, (str, bytes)) or not isinstance(roi_size, Sequence):
-        raise TypeError(f"roi_size must be a list of {spatial_dims} sizes, got {type(roi_size).__name__} ({roi_size!r}).")
+        raise TypeError(
+            f"roi_size must be a list of {spatial_dims} sizes, got {type(roi_size).__name__} ({roi_size!r})."
+        )
     roi = tuple(int(r) for r in roi_size)
     if len(roi) != spatial_dims or any(r < 1 for r in roi):
         raise ValueError(f"roi_size must be {spatial_dims} positive sizes, got {tuple(roi_size)}.")
     return roi
 
 
-def _crops_and_flips(stage: str, roi: tuple[int, ...], num_samples: int, keys: list[str], image_threshold: float):
-    if stage == "train":
-        crop = RandCropByPosNegLabeld(
-            keys,
-            label_key="label",
-            spatial_size=roi,
-            pos=1,
-            neg=1,
-            num_samples=num_samples,
-            image_key="image",
-            image_threshold=image_threshold,
-        )
+def _crops_and_flips(
+    stage: str, roi: tuple[int, ...], num_samples: int, keys: list[str], image_threshold: float, cache_indices: bool
+):
+    if stage != "train":
+        crop = [RandSpatialCropSamplesd(keys, roi_size=roi, num_samples=num_samples, random_size=False)]
+    elif cache_indices:
+        # foreground/background voxel indices computed once (CacheDataset keeps them with the image), not at every
+        # crop, then dropped from the patches; for 2D slices only, where they are small (for a 3D volume the int64
+        # indices would take twice the memory of the cached float32 image)
+        indices = ("label_fg_indices", "label_bg_indices")
+        crop = [
+            FgBgToIndicesd("label", image_key="image", image_threshold=image_threshold),
+            RandCropByPosNegLabeld(
+                keys, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=num_samples,
+                fg_indices_key=indices[0], bg_indices_key=indices[1],
+            ),  # fmt: skip
+            DeleteItemsd(list(indices)),
+        ]
     else:
-        crop = RandSpatialCropSamplesd(keys, roi_size=roi, num_samples=num_samples, random_size=False)
-    return [crop] + [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(len(roi))]
+        crop = [
+            RandCropByPosNegLabeld(
+                keys, label_key="label", spatial_size=roi, pos=1, neg=1, num_samples=num_samples,
+                image_key="image", image_threshold=image_threshold,
+            )  # fmt: skip
+        ]
+    return crop + [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(len(roi))]
 
 
 def lung_vessel_transforms(
@@ -83,7 +98,9 @@ def lung_vessel_transforms(
     """
     roi = _check(stage, roi_size, num_samples, 3)
     labelled = stage in ("train", "eval")
-    keys = ["image"] + (["label"] if labelled else []) + ([PSEUDO_KEY] if pseudo_labels and stage == "unlabeled" else [])
+    keys = (
+        ["image"] + (["label"] if labelled else []) + ([PSEUDO_KEY] if pseudo_labels and stage == "unlabeled" else [])
+    )
     label_keys = [k for k in keys if k != "image"]
     xforms = [
         LoadImaged(keys, image_only=True),
@@ -101,7 +118,7 @@ def lung_vessel_transforms(
         EnsureTyped(keys, track_meta=True),
     ]
     if stage in ("train", "unlabeled"):
-        xforms += _crops_and_flips(stage, roi, num_samples, keys, image_threshold=0.0)
+        xforms += _crops_and_flips(stage, roi, num_samples, keys, image_threshold=0.0, cache_indices=False)
     return Compose(xforms)
 
 
@@ -129,10 +146,16 @@ def brats_transforms(
     check_choice("spatial_dims", spatial_dims, (2, 3))
     roi = _check(stage, roi_size, num_samples, spatial_dims)
     labelled = stage in ("train", "eval")
-    keys = ["image"] + (["label"] if labelled else []) + ([PSEUDO_KEY] if pseudo_labels and stage == "unlabeled" else [])
+    keys = (
+        ["image"] + (["label"] if labelled else []) + ([PSEUDO_KEY] if pseudo_labels and stage == "unlabeled" else [])
+    )
     label_keys = [k for k in keys if k != "image"]
     if spatial_dims == 3:
-        load = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys), Orientationd(keys, axcodes="RAS", labels=None)]
+        load = [
+            LoadImaged(keys, image_only=True),
+            EnsureChannelFirstd(keys),
+            Orientationd(keys, axcodes="RAS", labels=None),
+        ]
     else:
         load = [LoadImaged(keys, image_only=True), EnsureChannelFirstd("image", channel_dim=-1)]
         if label_keys:
@@ -152,6 +175,9 @@ def brats_transforms(
     if label_keys:
         xforms.append(BratsLabelConventiond(label_keys, src=label_convention, dst="contiguous"))
     if stage in ("train", "unlabeled"):
-        xforms += _crops_and_flips(stage, roi, num_samples, keys, image_threshold=0.0)
-        xforms += [RandScaleIntensityd("image", factors=0.1, prob=0.5), RandShiftIntensityd("image", offsets=0.1, prob=0.5)]
+        xforms += _crops_and_flips(stage, roi, num_samples, keys, 0.0, cache_indices=spatial_dims == 2)
+        xforms += [
+            RandScaleIntensityd("image", factors=0.1, prob=0.5),
+            RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+        ]
     return Compose(xforms)

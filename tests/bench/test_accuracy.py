@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -187,3 +188,28 @@ def test_robustness_at_zero_strength_matches_the_evaluators_dice_for_brats_regio
     clean = evaluator.state.metrics["val_mean_dice"]
     assert [r["dice"] for r in rows[:2]] == pytest.approx([clean, clean], abs=1e-6)
     assert rows[2]["dice"] != pytest.approx(clean, abs=1e-6)  # the attack changes the prediction
+
+
+def test_chains_run_side_by_side_and_resume(lung, tmp_path):
+    _, dataset, _ = lung
+    preset = Preset(
+        tasks={"lung_vessel": TaskSetting(cases=8, size=32, iterations=2, overrides=TINY_LUNG, evaluations=1)},
+        fractions=(0.5,),
+        seeds=(0, 1),
+        methods=("lower_bound",),
+        noise_std=(0.0,),
+        fgsm_eps=(0.0,),
+        jobs=2,
+    )
+    runs, robust = run_accuracy(preset, tmp_path / "acc", datalist=str(dataset), device="cpu")
+    assert sorted(runs["seed"]) == [0, 1] and (runs["method"] == "lower_bound").all()
+    assert len(robust) == 4  # two seeds x (noise 0, FGSM 0)
+    for seed in (0, 1):  # each chain keeps its own rows, so it resumes on its own
+        chain = pd.read_csv(tmp_path / "acc" / "lung_vessel" / f"seed{seed}" / "runs.csv")
+        assert chain["seed"].tolist() == [seed]
+    assert json.loads((tmp_path / "acc" / "run_info.json").read_text())["jobs"] == 2
+    result = tmp_path / "acc" / "lung_vessel" / "seed1" / "frac0.50" / "lower_bound" / "result.json"
+    stamp = result.stat().st_mtime_ns
+    again, _ = run_accuracy(preset, tmp_path / "acc", datalist=str(dataset), device="cpu", jobs=1)
+    assert len(again) == 2
+    assert result.stat().st_mtime_ns == stamp

@@ -13,6 +13,8 @@ import SimpleITK as sitk
 from medssl.data.io import atomic_path, read_json, read_volume, write_json, write_nifti
 from medssl.errors import DataError
 
+from _dicom import write_dicom_series
+
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -34,26 +36,7 @@ def _sitk(array, spacing=(0.8, 0.9, 2.0), origin=(-10.0, 5.0, 30.0), direction=N
 
 
 def _write_dicom_series(array, folder, spacing=(0.8, 0.8, 2.0), origin=(-10.0, 5.0, 30.0)) -> Path:
-    """A minimal axial CT series, one int16 file per slice."""
-    folder.mkdir(parents=True, exist_ok=True)
-    img = _sitk(array.astype(np.int16), spacing, origin)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(img.GetDepth()):
-        sl = img[:, :, k]
-        tags = {
-            "0008|0060": "CT",
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.9.1",
-            "0020|000e": "1.2.826.0.1.3680043.2.1125.9.1.1",
-            "0020|0032": "\\".join(f"{v:.6f}" for v in img.TransformIndexToPhysicalPoint((0, 0, k))),
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0020|0013": str(k + 1),
-        }
-        for tag, value in tags.items():
-            sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{k:03d}.dcm"))
-        writer.Execute(sl)
-    return folder
+    return write_dicom_series(array, folder, spacing, origin)
 
 
 @pytest.fixture

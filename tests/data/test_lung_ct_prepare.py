@@ -18,6 +18,8 @@ from medssl.data.io import read_volume
 from medssl.data.lung_ct import find_lung_vessel_cases, prepare_lung_vessel_ct
 from medssl.errors import DataError
 
+from _dicom import write_dicom_series
+
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SHAPE = (20, 18, 16)
 SPACING = (0.8, 0.8, 2.0)
@@ -57,26 +59,7 @@ def _write(array, path, **geometry) -> Path:
 
 def _write_dicom_series(array, folder, spacing=SPACING, origin=ORIGIN_LPS) -> Path:
     """A minimal axial CT series, one int16 file per slice, as a scanner export would give it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    img = _sitk(array.astype(np.int16), spacing, origin)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(img.GetDepth()):
-        sl = img[:, :, k]
-        position = img.TransformIndexToPhysicalPoint((0, 0, k))
-        tags = {
-            "0008|0060": "CT",
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.7.1",
-            "0020|000e": "1.2.826.0.1.3680043.2.1125.7.1.1",
-            "0020|0032": "\\".join(f"{v:.6f}" for v in position),
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0020|0013": str(k + 1),
-        }
-        for tag, value in tags.items():
-            sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(sl)
-    return folder
+    return write_dicom_series(array, folder, spacing, origin)
 
 
 def _tree_digest(folder: Path) -> dict[str, str]:

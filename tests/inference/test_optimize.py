@@ -27,6 +27,13 @@ def test_unet_batch_norm_folded_same_output():
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), net(x), rtol=1e-4, atol=1e-5)
     assert not any(p.requires_grad for p in fast.parameters())
+    # on the CPU a convolution-only network gets channels-last weights; the original keeps its layout
+    weights = [p for p in fast.parameters() if p.dim() == 5]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in weights)
+    assert not all(p.is_contiguous() for p in weights)  # (a one-channel weight is contiguous in both layouts)
+    assert all(p.is_contiguous() for p in net.parameters())
+    kept = optimize_for_inference(net, channels_last=False)
+    assert all(p.is_contiguous() for p in kept.parameters())
 
 
 def test_fold_batch_norm_needs_eval_mode():
@@ -42,9 +49,12 @@ def test_transbts_fused_attention_and_voxel_shuffle_same_output():
     assert sum(isinstance(m, VoxelShuffleConvTranspose) for m in fast.modules()) == 3
     assert all(b.attn.use_flash_attention for b in fast.transformer)
     assert not any(b.attn.use_flash_attention for b in net.transformer)
+    assert all(p.is_contiguous() for p in fast.parameters())  # attention: the default layout is kept
     x = torch.randn(2, 4, 16, 16, 16)
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), net(x), rtol=1e-4, atol=1e-5)
+        # channels-last asked for: the voxel shuffles and the transformer still compute the same function
+        torch.testing.assert_close(optimize_for_inference(net, channels_last=True)(x), net(x), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(

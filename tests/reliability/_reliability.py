@@ -14,7 +14,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,30 +73,6 @@ def lung_phantom(shape=(20, 18, 16), seed=0):
     image[tube] = 200
     image += rng.integers(-20, 20, size=shape).astype(np.int16)
     return image, tube.astype(np.uint8)
-
-
-def write_dicom_series(array, folder: Path, series_uid: str = "1.2.826.0.1.3680043.2.1125.77.1.1", spacing=2.0) -> Path:
-    """A minimal axial CT series, one int16 file per slice (z last in ``array``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array.astype(np.int16), (2, 1, 0))))
-    img.SetSpacing((0.8, 0.8, spacing))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(img.GetDepth()):
-        sl = img[:, :, k]
-        tags = {
-            "0008|0060": "CT",
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.77.1",
-            "0020|000e": series_uid,
-            "0020|0032": "\\".join(f"{v:.6f}" for v in img.TransformIndexToPhysicalPoint((0, 0, k))),
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0020|0013": str(k + 1),
-        }
-        for tag, value in tags.items():
-            sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{series_uid[-3:]}_{k:03d}.dcm"))
-        writer.Execute(sl)
-    return folder
 
 
 def bundle_command(bundle: str, configs: list[str], overrides: dict) -> list[str]:

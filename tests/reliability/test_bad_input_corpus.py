@@ -31,9 +31,9 @@ from _reliability import (
     lung_phantom,
     run_bundle,
     snapshot,
-    write_dicom_series,
     write_nifti,
 )
+from _dicom import write_dicom_series
 
 
 @dataclass
@@ -107,7 +107,7 @@ def dicom_mixed_series(tmp, ctx):
     (root / "images" / "b.nii.gz").unlink()
     (root / "labels" / "b.nii.gz").unlink()
     folder = write_dicom_series(lung_phantom(seed=1)[0], root / "images" / "b")
-    write_dicom_series(lung_phantom(seed=2)[0], folder, series_uid="1.2.826.0.1.3680043.2.1125.77.1.2")
+    write_dicom_series(lung_phantom(seed=2)[0], folder, series_uid="1.2.826.0.1.3680043.2.1125.9.1.2", prefix="b")
     return _prepare_lung(tmp, folder, "holds 2 DICOM series")
 
 
