@@ -25,7 +25,7 @@ import platform
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -93,8 +93,6 @@ class Preset:
     fgsm_eps: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05)
     val_fraction: float = 0.15
     test_fraction: float = 0.25
-    learning_rate: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     #: (task, seed) chains run side by side, each with cores / jobs torch threads; tiny networks on a CPU gain
     #: almost nothing from a second thread, so two single-threaded jobs nearly double the throughput there
     jobs: int = 1
