@@ -38,8 +38,8 @@ from medssl.bench.experiment import (
     METHODS,
     TASKS,
     RunResult,
-    eval_batch_size,
     teacher_pseudolabels,
+    test_dataset,
     train_method,
     with_best_checkpoint,
 )
@@ -123,7 +123,6 @@ _TINY_BRATS2D = {
     "learning_rate": 0.003,
     "sw_batch_size": 8,
     "val_hd95": False,  # validation picks the best checkpoint by Dice; HD95 would double its cost here
-    "validate#dataloader#batch_size": 16,  # the synthetic slices share one shape
 }
 
 PRESETS: dict[str, Preset] = {
@@ -190,25 +189,19 @@ def robustness(
     FGSM moves each test image by ``eps * sign(grad)`` of the bundle's supervised loss against the ground truth,
     through sliding-window inference; ``eps`` is in the same units as the noise.
     """
-    from monai.data import CacheDataset, DataLoader, decollate_batch
+    from monai.data import DataLoader, decollate_batch
     from monai.metrics import DiceMetric
 
     from medssl.engines.evaluation import evaluation_postprocessing
-    from medssl.inference.predict import make_sliding_window_inferer
 
-    split = wf.parser.get_parsed_content("split")
     device = torch.device(wf.parser.get_parsed_content("device"))
-    roi = wf.parser.get_parsed_content("roi_size")
     loss_fn = wf.parser.get_parsed_content("loss")
     post = evaluation_postprocessing(eval_task)
-    preprocessing = wf.parser.get_parsed_content("validate#preprocessing")
-    # every perturbation level reads the same pre-processed test cases: load them once
-    cached = CacheDataset(split["testing"], transform=preprocessing, cache_rate=1.0, num_workers=0, progress=False)
-    loader = DataLoader(cached, batch_size=eval_batch_size(roi))  # perturbations and Dice are per image
+    # every perturbation level reads the same pre-processed test scans: load them once
+    loader = DataLoader(test_dataset(wf, cached=True), batch_size=1)  # perturbations and Dice are per scan
     network = network.to(device).eval()
     generator = torch.Generator(device="cpu").manual_seed(0)
-
-    inferer = make_sliding_window_inferer(roi, device, sw_batch_size=wf.parser.get_parsed_content("sw_batch_size"))
+    inferer = wf.parser.get_parsed_content("validate#inferer")
 
     def infer(x: torch.Tensor) -> torch.Tensor:  # the evaluator's inferer, differentiable for FGSM
         return inferer(x, network)
@@ -673,8 +666,20 @@ def _plots(runs: pd.DataFrame, robust: pd.DataFrame, out: Path) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``medssl bench accuracy``."""
+    from medssl.bench.track import TRACKS
+
+    parser.add_argument(
+        "--track", choices=sorted(TRACKS), default=None,
+        help="a real-data track (instead of the phantom presets): acdc needs --data, an SSL4MIS-layout ACDC folder",
+    )  # fmt: skip
+    parser.add_argument("--protocol", default="cpu", help="the track's protocol: cpu, paper or smoke (default cpu)")
+    parser.add_argument("--data", default=None, help="the track's real data folder")
+    parser.add_argument(
+        "--setting", action="append", help="labelled setting of a track (acdc: 3 or 7 patients); repeatable"
+    )
+    parser.add_argument("--report", action="store_true", help="with --track: only write the report of finished runs")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
-    parser.add_argument("--out", default="benchmarks/results/accuracy")
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results/accuracy[/<track>])")
     parser.add_argument("--task", action="append", choices=sorted(set(TASKS) - {"brats3d"}), help="repeat for several")
     parser.add_argument("--datalist", default=None, help="real data prepared with `medssl prepare` (one --task)")
     parser.add_argument("--method", action="append", choices=sorted(METHODS), help="repeat for several")
@@ -694,6 +699,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``medssl bench accuracy`` from parsed arguments."""
+    if args.track:
+        from medssl.bench.track_report import run_track_command
+
+        return run_track_command(args)
+    args.out = args.out or "benchmarks/results/accuracy"
     if args.rescore_robustness:
         rescore_robustness(args.preset, args.out, tasks=args.task, seeds=args.seed, device=args.device)
         print(Path(args.out, "table.md").read_text())

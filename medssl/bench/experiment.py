@@ -37,7 +37,7 @@ __all__ = [
     "with_best_checkpoint",
     "teacher_pseudolabels",
     "evaluate_checkpoint",
-    "eval_batch_size",
+    "test_dataset",
 ]
 
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
@@ -56,7 +56,7 @@ class TaskSpec:
     """A benchmark task: the bundle it trains and how its predictions are scored."""
 
     bundle: str
-    eval_task: str  # "binary" or "brats"
+    eval_task: str  # "binary", "brats" or "multiclass"
     channels: tuple[str, ...]
 
 
@@ -64,6 +64,7 @@ TASKS: dict[str, TaskSpec] = {
     "lung_vessel": TaskSpec("lung_vessel_ct_ssl_segmentation", "binary", ("foreground",)),
     "brats2d": TaskSpec("brats_mri_axial_slices_ssl_segmentation", "brats", ("WT", "TC", "ET")),
     "brats3d": TaskSpec("brats_mri_transbts_ssl_segmentation", "brats", ("WT", "TC", "ET")),
+    "acdc": TaskSpec("acdc_mri_ssl_segmentation", "multiclass", ("RV", "Myo", "LV")),
 }
 
 #: Each method as bundle settings. ``upper_bound`` is supervised on a split whose training cases are all labelled.
@@ -282,45 +283,56 @@ def with_best_checkpoint(
         wf.finalize()
 
 
-def eval_batch_size(roi_size: Sequence[int]) -> int:
-    """Test images per batch: 2D slices of a dataset share one shape and are batched; 3D volumes go one by one."""
-    return 32 if len(roi_size) == 2 else 1
-
-
 def evaluate_checkpoint(task: str, network: torch.nn.Module, wf: Any, out_dir: str | os.PathLike) -> dict[str, float]:
     """Dice of ``network`` on the test cases of ``wf``'s split, per case in ``out_dir/per_case.csv``.
+
+    Cases are whole scans (the slices of a 2D split stacked back, :func:`~medssl.data.slices.stack_slices`), run
+    through the bundle's own validation inferer and pre-processing, as its ``evaluate.json`` would.
 
     Returns ``{"mean": ..., <channel>: ...}`` (for BraTS the channels are WT, TC and ET).
     """
     from medssl.engines.evaluation import build_evaluator
 
     spec = TASKS[task]
-    split = wf.parser.get_parsed_content("split")
-    if not split.get("testing"):
-        raise ValueError(f"{wf.parser['datalist']}: the split has no test cases to evaluate on")
-    roi_size = wf.parser.get_parsed_content("roi_size")
-    loader = DataLoader(
-        Dataset(split["testing"], transform=wf.parser.get_parsed_content("validate#preprocessing")),
-        batch_size=eval_batch_size(roi_size),
-    )
     evaluator = build_evaluator(
-        loader,
+        DataLoader(test_dataset(wf), batch_size=1),
         network,
-        roi_size,
+        wf.parser.get_parsed_content("roi_size"),
         task=spec.eval_task,
         device=wf.parser.get_parsed_content("device"),
-        sw_batch_size=wf.parser.get_parsed_content("sw_batch_size"),
+        inferer=wf.parser.get_parsed_content("validate#inferer"),
         hd95=False,
         output_dir=out_dir,
+        class_names=spec.channels if spec.eval_task == "multiclass" else None,
     )
     evaluator.run()
     metrics = evaluator.state.metrics
     dice = {"mean": float(metrics["val_mean_dice"])}
-    if spec.eval_task == "brats":
-        dice.update({name: float(metrics[f"val_dice_{name}"]) for name in spec.channels})
-    else:
+    if spec.eval_task == "binary":
         dice["foreground"] = dice["mean"]
+    else:
+        dice.update({name: float(metrics[f"val_dice_{name}"]) for name in spec.channels})
     return dice
+
+
+def test_dataset(wf: Any, cached: bool = False) -> Dataset:
+    """The test scans of ``wf``'s split with its validation pre-processing (2D slices stacked into volumes).
+
+    Raises:
+        ValueError: the split has no test cases.
+    """
+    from monai.data import CacheDataset
+
+    from medssl.data.slices import stack_slices
+
+    split = wf.parser.get_parsed_content("split")
+    if not split.get("testing"):
+        raise ValueError(f"{wf.parser['datalist']}: the split has no test cases to evaluate on")
+    data = stack_slices(split["testing"])
+    transform = wf.parser.get_parsed_content("validate#preprocessing")
+    if cached:
+        return CacheDataset(data, transform=transform, cache_rate=1.0, num_workers=0, progress=False)
+    return Dataset(data, transform=transform)
 
 
 def teacher_pseudolabels(

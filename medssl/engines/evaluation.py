@@ -1,7 +1,14 @@
 """Validation and test evaluation: MONAI's ``SupervisedEvaluator`` with sliding-window inference and Dice.
 
 Binary tasks report the foreground Dice. BraTS tasks (networks with 4 softmax channels on medssl's contiguous labels
-0 background, 1 core, 2 edema, 3 enhancing) report Dice and HD95 of the regions WT, TC and ET.
+0 background, 1 core, 2 edema, 3 enhancing) report Dice and HD95 of the regions WT, TC and ET. Multi-class tasks
+(ACDC: RV, Myo, LV) report Dice and HD95 of each foreground class. Every score is per case (per scan: a 2D network's
+scans are evaluated whole, see :mod:`medssl.data.slices`), then averaged over cases.
+
+HD95 is MONAI's ``HausdorffDistanceMetric`` at percentile 95, in voxels: the larger of the two directed 95th
+percentiles, and NaN (left out of the mean) where the prediction or the ground truth is empty. The ACDC papers use
+medpy's ``hd95`` instead (the 95th percentile of both directions' distances pooled; 0 for an empty prediction), so
+their HD95 is not the same number: medssl reports MONAI's and says so beside the results.
 """
 
 from __future__ import annotations
@@ -23,21 +30,34 @@ from medssl.transforms.brats_labels import REGION_NAMES, BratsToRegionsd
 
 __all__ = ["TASKS", "evaluation_postprocessing", "channel_names", "build_evaluator"]
 
-TASKS = ("binary", "brats")
+TASKS = ("binary", "brats", "multiclass")
 
 
-def channel_names(task: str) -> list[str]:
-    """Names of the evaluated channels of ``task``."""
-    return ["foreground"] if check_choice("task", task, TASKS) == "binary" else list(REGION_NAMES)
+def channel_names(task: str, class_names: Sequence[str] | None = None) -> list[str]:
+    """Names of the evaluated channels of ``task`` (``class_names``: the foreground classes of ``multiclass``).
+
+    Raises:
+        ValueError: an unknown task, or ``multiclass`` without class names.
+    """
+    task = check_choice("task", task, TASKS)
+    if task == "multiclass":
+        if not class_names:
+            raise ValueError("task 'multiclass' needs class_names, the names of the foreground classes 1..n.")
+        return [str(n) for n in class_names]
+    return ["foreground"] if task == "binary" else list(REGION_NAMES)
 
 
-def evaluation_postprocessing(task: str, threshold: float = 0.5) -> Compose:
+def evaluation_postprocessing(task: str, threshold: float = 0.5, num_classes: int | None = None) -> Compose:
     """Turn logits into the one-hot masks the metrics compare (``pred`` and ``label`` of each decollated case).
 
-    binary: sigmoid then ``> threshold``; brats: argmax, then both prediction and label to WT/TC/ET channels.
+    binary: sigmoid then ``> threshold``; brats: argmax, then both prediction and label to WT/TC/ET channels;
+    multiclass: argmax, then both to ``num_classes`` one-hot channels (background included; metrics drop it).
     """
-    if check_choice("task", task, TASKS) == "binary":
+    task = check_choice("task", task, TASKS)
+    if task == "binary":
         return Compose([Activationsd("pred", sigmoid=True), AsDiscreted("pred", threshold=threshold)])
+    if task == "multiclass":
+        return Compose([AsDiscreted(["pred", "label"], argmax=[True, False], to_onehot=num_classes)])
     return Compose([AsDiscreted("pred", argmax=True), BratsToRegionsd(["pred", "label"], convention="contiguous")])
 
 
@@ -64,17 +84,19 @@ def build_evaluator(
     save_dict: dict | None = None,
     amp: bool = False,
     val_handlers: Sequence | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> SupervisedEvaluator:
     """A ``SupervisedEvaluator`` whose key metric ``val_mean_dice`` is the mean Dice over the task's channels.
 
-    BraTS also gets ``val_dice_WT``, ``val_dice_TC``, ``val_dice_ET`` and, with ``hd95`` (default on for BraTS),
-    ``val_hd95`` (95th-percentile Hausdorff distance in voxels, averaged over regions).
+    BraTS also gets ``val_dice_WT``, ``val_dice_TC``, ``val_dice_ET``, multi-class tasks ``val_dice_<class>``; with
+    ``hd95`` (default on for BraTS and multi-class), ``val_hd95`` (95th-percentile Hausdorff distance in voxels,
+    averaged over regions or classes).
 
     Args:
         val_data_loader: loader of ``{"image", "label"}`` dicts (labels in 0/1, or medssl's contiguous BraTS labels).
         network: the network to evaluate.
         roi_size: sliding-window size.
-        task: ``"binary"`` or ``"brats"``.
+        task: ``"binary"``, ``"brats"`` or ``"multiclass"``.
         device: torch device (None: CUDA when available).
         sw_batch_size: windows per forward pass.
         overlap: window overlap.
@@ -85,24 +107,24 @@ def build_evaluator(
         save_dict: objects to checkpoint (default ``{"model": network}``).
         amp: mixed precision on CUDA.
         val_handlers: more handlers.
+        class_names: the foreground classes (labels 1..n) of a ``multiclass`` task.
     """
     device = resolve_device(device)
-    names = channel_names(task)
+    names = channel_names(task, class_names)
     if inferer is None:
         inferer = make_sliding_window_inferer(roi_size, device, sw_batch_size=sw_batch_size, overlap=overlap)
     details = output_dir is not None
+    # multi-class one-hot masks carry the background as channel 0, which no metric scores
+    first = 1 if task == "multiclass" else 0
     metrics: dict[str, Any] = {}
-    if task == "brats":
+    if task != "binary":
         for i, name in enumerate(names):
-            metrics[f"val_dice_{name}"] = MeanDice(include_background=True, output_transform=_channel(i))
-        if hd95 is None or hd95:
-            metrics["val_hd95"] = HausdorffDistance(
-                include_background=True, percentile=95, output_transform=from_engine(["pred", "label"]), save_details=details
-            )
-    elif hd95:
+            metrics[f"val_dice_{name}"] = MeanDice(include_background=True, output_transform=_channel(first + i))
+    if hd95 or (hd95 is None and task != "binary"):
         metrics["val_hd95"] = HausdorffDistance(
-            include_background=True, percentile=95, output_transform=from_engine(["pred", "label"]), save_details=details
-        )
+            include_background=first == 0, percentile=95, output_transform=from_engine(["pred", "label"]),
+            save_details=details,
+        )  # fmt: skip
     handlers = list(val_handlers or [])
     if output_dir is not None:
         handlers.append(PerCaseMetricsWriter(output_dir, channel_names=names))
@@ -120,10 +142,10 @@ def build_evaluator(
         val_data_loader=val_data_loader,
         network=network,
         inferer=inferer,
-        postprocessing=evaluation_postprocessing(task),
+        postprocessing=evaluation_postprocessing(task, num_classes=len(names) + 1),
         key_val_metric={
             "val_mean_dice": MeanDice(
-                include_background=True, output_transform=from_engine(["pred", "label"]), save_details=details
+                include_background=first == 0, output_transform=from_engine(["pred", "label"]), save_details=details
             )
         },
         additional_metrics=metrics or None,

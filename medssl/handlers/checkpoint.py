@@ -130,7 +130,8 @@ class AtomicCheckpointSaver:
     each evaluation whose ``key_metric_name`` beats every earlier one, the state goes to ``save_dir/filename``.
 
     Every object of ``save_dict`` needs ``state_dict()`` (modules, optimisers, schedulers, engines,
-    :class:`RNGState`).
+    :class:`RNGState`). A ``best`` saver is itself checkpointable (its best metric): put it in the ``last`` saver's
+    ``save_dict`` so that a resumed run does not take its first evaluation for the best.
 
     Args:
         save_dir: checkpoint folder.
@@ -188,6 +189,15 @@ class AtomicCheckpointSaver:
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
         return self.path
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The best metric so far (NaN before the first save), so that a resumed run keeps comparing against it."""
+        return {"best": torch.tensor(float("nan") if self.best is None else self.best, dtype=torch.float64)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the best metric saved by :meth:`state_dict`."""
+        best = float(state["best"])
+        self.best = None if np.isnan(best) else best
 
     def _maybe_save_best(self, engine: Engine) -> None:
         name = self.key_metric_name or getattr(engine.state, "key_metric_name", None)

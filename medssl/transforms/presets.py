@@ -2,6 +2,8 @@
 
 Stages: ``"train"`` (labelled cases: random crops around the label), ``"unlabeled"`` (images, and an offline
 ``pseudo_label`` when present: random crops), ``"eval"`` (whole labelled volumes) and ``"infer"`` (whole images).
+2D tasks train on slices but evaluate whole scans: their ``"eval"`` stage loads the stacked slice entries of
+:func:`medssl.data.slices.stack_slices` (or a volume file) as one volume, scored per scan.
 Every stage validates what it loads (:class:`~medssl.transforms.validate.ValidateCased`).
 
 BraTS labels are read in a datalist's convention (2018 by default, as ``medssl prepare brats`` writes them) and
@@ -14,6 +16,9 @@ from collections.abc import Sequence
 
 from monai.transforms import (
     Compose,
+    RandRotate90d,
+    RandRotated,
+    Resized,
     DeleteItemsd,
     EnsureChannelFirstd,
     EnsureTyped,
@@ -31,9 +36,10 @@ from monai.transforms import (
 from medssl.checks import check_choice, check_positive
 from medssl.transforms.brats_labels import BratsLabelConventiond, label_values
 from medssl.transforms.ct import DEFAULT_LUNG_WINDOW, CTWindowd
+from medssl.transforms.slices import StackSlicesd
 from medssl.transforms.validate import ValidateCased
 
-__all__ = ["STAGES", "lung_vessel_transforms", "brats_transforms"]
+__all__ = ["STAGES", "lung_vessel_transforms", "brats_transforms", "acdc_transforms", "ACDC_CLASSES"]
 
 STAGES = ("train", "unlabeled", "eval", "infer")
 PSEUDO_KEY = "pseudo_label"
@@ -150,7 +156,14 @@ def brats_transforms(
         ["image"] + (["label"] if labelled else []) + ([PSEUDO_KEY] if pseudo_labels and stage == "unlabeled" else [])
     )
     label_keys = [k for k in keys if k != "image"]
-    if spatial_dims == 3:
+    if spatial_dims == 2 and stage == "eval":  # whole scans: the stacked slices of each case
+        load = [
+            StackSlicesd(keys),
+            EnsureChannelFirstd("image", channel_dim=-1),
+            EnsureChannelFirstd(label_keys, channel_dim="no_channel"),
+        ]
+        spatial_dims = 3
+    elif spatial_dims == 3:
         load = [
             LoadImaged(keys, image_only=True),
             EnsureChannelFirstd(keys),
@@ -169,7 +182,7 @@ def brats_transforms(
             label_values=label_values(label_convention),
             min_shape=roi if stage in ("train", "unlabeled") else None,
         ),
-        NormalizeIntensityd("image", nonzero=True, channel_wise=True),
+        NormalizeIntensityd("image", nonzero=True, channel_wise=True),  # per slice in 2D training, per scan in eval
         EnsureTyped(keys, track_meta=True),
     ]
     if label_keys:
@@ -181,3 +194,63 @@ def brats_transforms(
             RandShiftIntensityd("image", offsets=0.1, prob=0.5),
         ]
     return Compose(xforms)
+
+
+#: ACDC's foreground classes, in label order (0 is background).
+ACDC_CLASSES = ("RV", "Myo", "LV")
+
+
+def acdc_transforms(stage: str, roi_size: Sequence[int] = (128, 128), pseudo_labels: bool = False) -> Compose:
+    """Pipeline of the 2D cardiac MRI task (ACDC in the SSL4MIS layout): one channel in [0, 1], labels 0..3.
+
+    Training slices are resized whole to ``roi_size`` (as SSL4MIS resizes them; no crop), then rotated by a
+    multiple of 90 degrees and flipped, or rotated by up to 20 degrees, each with probability one half (SSL4MIS's
+    ``RandomGenerator``). Evaluation and inference read whole slices or volumes (``H x W x slices``) at their own
+    size: :class:`~medssl.inference.slices.ResizedSliceInferer` resizes each slice for the network and the
+    logits back. Intensities are used as stored (the SSL4MIS files are scaled to [0, 1] per volume).
+
+    Args:
+        stage: one of :data:`STAGES`.
+        roi_size: the network's in-plane size.
+        pseudo_labels: the unlabelled slices carry an offline ``pseudo_label`` (teacher-student).
+    """
+    check_choice("stage", stage, STAGES)
+    roi = _check(stage, roi_size, 1, 2)
+    labelled = stage in ("train", "eval")
+    keys = (
+        ["image"] + (["label"] if labelled else []) + ([PSEUDO_KEY] if pseudo_labels and stage == "unlabeled" else [])
+    )
+    label_keys = [k for k in keys if k != "image"]
+    if stage in ("train", "unlabeled"):
+        xforms = [
+            LoadImaged(keys, image_only=True),
+            EnsureChannelFirstd(keys, channel_dim="no_channel"),
+            ValidateCased("image", label_keys, spatial_dims=2, channels=1, label_values=range(len(ACDC_CLASSES) + 1)),
+            Resized("image", spatial_size=roi, mode="bilinear"),
+        ]
+        if label_keys:
+            xforms.append(Resized(label_keys, spatial_size=roi, mode="nearest"))
+        modes = ["bilinear"] + ["nearest"] * len(label_keys)
+        return Compose(
+            xforms
+            + [
+                EnsureTyped(keys, track_meta=False),
+                RandRotate90d(keys, prob=0.5, max_k=3),
+                RandFlipd(keys, prob=0.25, spatial_axis=0),
+                RandFlipd(keys, prob=0.25, spatial_axis=1),
+                RandRotated(keys, range_x=0.349, prob=0.25, mode=modes, padding_mode="zeros"),
+            ]
+        )
+    if stage == "eval":
+        load = [StackSlicesd(keys), EnsureChannelFirstd(keys, channel_dim="no_channel")]
+        dims: int | tuple[int, ...] = (2, 3)
+    else:
+        load = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys, channel_dim="no_channel")]
+        dims = (2, 3)
+    return Compose(
+        load
+        + [
+            ValidateCased("image", label_keys, spatial_dims=dims, channels=1, label_values=range(len(ACDC_CLASSES) + 1)),
+            EnsureTyped(keys, track_meta=True),
+        ]
+    )

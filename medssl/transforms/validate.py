@@ -39,7 +39,7 @@ class ValidateCased(MapTransform):
     Args:
         keys: image keys (checked for finite values and channels).
         label_keys: label keys (checked for allowed values).
-        spatial_dims: 2 or 3.
+        spatial_dims: 2 or 3, or a tuple of the accepted values (an inference pipeline taking slices and volumes).
         channels: expected image channels, or None.
         label_values: allowed label values, or None to skip.
         min_shape: smallest allowed spatial shape (e.g. the training ROI), or None.
@@ -51,7 +51,7 @@ class ValidateCased(MapTransform):
         self,
         keys: KeysCollection,
         label_keys: KeysCollection = (),
-        spatial_dims: int = 3,
+        spatial_dims: int | tuple[int, ...] = 3,
         channels: int | None = None,
         label_values: Iterable[int] | None = None,
         min_shape: Iterable[int] | None = None,
@@ -62,7 +62,7 @@ class ValidateCased(MapTransform):
         super().__init__(list(self._as_list(keys)) + label_keys, allow_missing_keys)
         self.image_keys = list(self._as_list(keys))
         self.label_keys = label_keys
-        self.spatial_dims = spatial_dims
+        self.spatial_dims = tuple(spatial_dims) if isinstance(spatial_dims, (tuple, list)) else (int(spatial_dims),)
         self.channels = channels
         self.label_values = None if label_values is None else sorted({int(v) for v in label_values})
         self.min_shape = None if min_shape is None else tuple(int(s) for s in min_shape)
@@ -74,10 +74,9 @@ class ValidateCased(MapTransform):
 
     def _check_image(self, key: Hashable, img: Any, src: str) -> None:
         arr = torch.as_tensor(img)
-        if arr.ndim != self.spatial_dims + 1:
-            raise DataError(
-                src, f"expected a {self.spatial_dims}D image with a channel axis, got shape {tuple(arr.shape)}"
-            )
+        if arr.ndim - 1 not in self.spatial_dims:
+            dims = " or ".join(f"{d}D" for d in self.spatial_dims)
+            raise DataError(src, f"expected a {dims} image with a channel axis, got shape {tuple(arr.shape)}")
         if self.channels is not None and arr.shape[0] != self.channels:
             raise DataError(src, f"expected {self.channels} image channels, got {arr.shape[0]}")
         if torch.is_floating_point(arr):

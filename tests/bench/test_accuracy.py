@@ -164,6 +164,7 @@ def test_robustness_at_zero_strength_matches_the_evaluators_dice_for_brats_regio
     from types import SimpleNamespace
 
     from monai.data import DataLoader, Dataset
+    from monai.inferers import SlidingWindowInferer
     from monai.losses import DiceCELoss
 
     from medssl.bench.accuracy import robustness
@@ -181,6 +182,7 @@ def test_robustness_at_zero_strength_matches_the_evaluators_dice_for_brats_regio
     wf = SimpleNamespace(parser=_Parser({
         "split": {"testing": cases}, "device": "cpu", "roi_size": [16, 16], "sw_batch_size": 2,
         "loss": DiceCELoss(to_onehot_y=True, softmax=True), "validate#preprocessing": None,
+        "validate#inferer": SlidingWindowInferer([16, 16], sw_batch_size=2),
     }))  # fmt: skip
     rows = robustness(network, wf, "brats", noise_std=(0.0,), fgsm_eps=(0.0, 0.5))
     evaluator = build_evaluator(DataLoader(Dataset(cases), batch_size=1), network, [16, 16], task="brats", device="cpu")

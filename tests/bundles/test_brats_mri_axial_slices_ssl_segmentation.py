@@ -79,11 +79,12 @@ def test_cli_train_resume_evaluate_infer_export(brats2d_data, tmp_path, run_bund
     second = load_state_dict_file(out / "models" / "model_last.pt")
     assert second["trainer"]["iteration"] == 2 * first["trainer"]["iteration"]
 
-    # evaluation is per slice: one row per test slice (2 cases x 4 slices)
+    # evaluation is per scan, as BraTS scores it: one row per test case, its slices stacked back into a volume
     evaluate = {**_train_overrides(brats2d_data, out, "bpl"), "output_dir": str(out / "eval")}
     run_bundle(BUNDLE, ["train.json", "evaluate.json"], evaluate)
     table = pd.read_csv(out / "eval" / "per_case.csv")
-    assert len(table) == 8 and table["case"].is_unique
+    assert len(table) == 2 and table["case"].is_unique
+    assert all(case.startswith("brats_") and "_z" not in case for case in table["case"])
     for region in ("WT", "TC", "ET"):
         assert table[f"val_mean_dice_{region}"].dropna().between(0, 1).all()
         assert f"val_hd95_{region}" in table

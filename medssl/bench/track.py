@@ -1,0 +1,324 @@
+"""Accuracy tracks on real data: ACDC (the standard semi-supervised benchmark) and the real BraTS folds.
+
+A track is a real dataset, the bundle that trains on it, protocols (network size, input size, optimiser, budget) and
+the runs of a comparison, one per (method, labelled setting, seed). Every run is the bundle's own ``train.json`` for
+a fixed number of iterations with the learning rate decayed over exactly that length, keeps the checkpoint with the
+best validation Dice, and is scored once at the end with the bundle's ``evaluate.json`` on the test cases (Dice and
+HD95 per volume). Runs resume: a finished run (``result.json``) is skipped, an interrupted one continues from its
+last checkpoint (the bundle's ``resume``), so a track too long for one sitting runs across several.
+
+Layout under ``out``: ``data/`` (the converted dataset), ``<protocol>/runs/<method>/<setting>/seed<k>/`` (each run's
+bundle root: ``models/``, ``eval/val_curve.csv``, ``test/per_case.csv``, ``timing.json``, ``result.json``),
+``<protocol>/teachers/<setting>/seed<k>/`` (the lower bound's pseudo-labels that teacher-student runs read) and the
+report (:mod:`medssl.bench.track_report`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Events
+
+from medssl.bench.experiment import METHODS, TASKS, bundles_dir, teacher_pseudolabels
+from medssl.data.io import read_json, write_json
+
+__all__ = ["Protocol", "Track", "RunSpec", "TRACKS", "run_one", "run_track", "run_dir_of"]
+
+UPPER = "upper_bound"
+LOWER = "lower_bound"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Sizes and budget of a track's runs: the same for every method of a comparison."""
+
+    iterations: int
+    val_interval: int
+    overrides: Mapping[str, Any]
+    description: str
+    jobs: int = 1
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: a method, a labelled setting (``"3"`` patients, ``"fold0"``, ...; ``"all"`` for the upper bound) and
+    a seed."""
+
+    method: str
+    setting: str
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {sorted(METHODS)}, got {self.method!r}.")
+
+
+@dataclass(frozen=True)
+class Track:
+    """A real-data benchmark: how its data is prepared, which bundle trains, how a budget becomes bundle settings."""
+
+    task: str  # a key of medssl.bench.experiment.TASKS
+    protocols: Mapping[str, Protocol]
+    #: (data root, output folder) -> {setting: datalist}; "all" is the all-labelled datalist of the upper bound
+    prepare: Callable[[Path, Path], dict[str, Path]]
+    #: (iterations, validation interval) -> bundle settings
+    budget: Callable[[int, int], dict[str, Any]]
+    default_settings: tuple[str, ...]
+    published: Mapping[str, Any] = field(default_factory=dict)
+
+
+def run_dir_of(root: Path, spec: RunSpec) -> Path:
+    """The bundle root of ``spec``'s run (the upper bound is one run per seed, shared by every setting)."""
+    setting = "all" if spec.method == UPPER else spec.setting
+    return root / "runs" / spec.method / setting / f"seed{spec.seed}"
+
+
+def _teacher_dir(root: Path, spec: RunSpec) -> Path:
+    return root / "teachers" / spec.setting / f"seed{spec.seed}"
+
+
+def _inference_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that inference.json shares with train.json (its sizes), without training and validation ones."""
+    return {k: v for k, v in overrides.items() if k.split("#")[0] not in ("train", "validate")}
+
+
+class _Timing:
+    """Wall-clock and CPU seconds of a run, summed over the sittings it took, saved after every epoch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        old = read_json(path) if path.is_file() else {}
+        self.base_wall, self.base_cpu = float(old.get("wall_seconds", 0.0)), float(old.get("cpu_seconds", 0.0))
+        self.sittings = int(old.get("sittings", 0)) + 1
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "wall_seconds": round(self.base_wall + time.perf_counter() - self.wall0, 1),
+            "cpu_seconds": round(self.base_cpu + time.process_time() - self.cpu0, 1),
+            "sittings": self.sittings,
+            "threads": torch.get_num_threads(),
+        }
+
+    def save(self, *_: Any) -> None:
+        write_json(self.totals(), self.path)
+
+
+def _workflow(task: str, configs: Sequence[str], values: Mapping[str, Any]) -> Any:
+    from monai.bundle import ConfigWorkflow
+
+    root = bundles_dir() / TASKS[task].bundle / "configs"
+    files = [str(root / c) for c in configs]
+    return ConfigWorkflow(
+        config_file=files if len(files) > 1 else files[0],
+        meta_file=str(root / "metadata.json"),
+        workflow_type="train" if configs == ["train.json"] else "eval",
+        **dict(values),
+    )
+
+
+def run_one(
+    track: Track,
+    protocol: str,
+    spec: RunSpec,
+    out: str | os.PathLike,
+    datalists: Mapping[str, Path],
+    device: str | None = None,
+    iterations: int | None = None,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Train (or finish) ``spec``'s run and score its best checkpoint on the test cases; return its result.
+
+    A run with a ``result.json`` is not run again. Teacher-student runs first write the pseudo-labels of the same
+    setting's and seed's lower bound (which must be finished) with the bundle's ``inference.json``.
+
+    Raises:
+        FileNotFoundError: a teacher-student run whose lower bound has no best checkpoint yet.
+    """
+    proto = track.protocols[protocol]
+    root = Path(out) / protocol
+    run_dir = run_dir_of(root, spec)
+    result_path = run_dir / "result.json"
+    if result_path.is_file():
+        return read_json(result_path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    datalist = datalists["all" if spec.method == UPPER else spec.setting]
+    iterations = iterations or proto.iterations
+    device_values = {} if device is None else {"device": f"$torch.device('{torch.device(device)}')"}
+    if spec.method.startswith("ts_"):
+        teacher = _teacher_dir(root, spec)
+        if not (teacher / "datalist.json").is_file():
+            best = run_dir_of(root, RunSpec(LOWER, spec.setting, spec.seed)) / "models" / "model_best.pt"
+            if not best.is_file():
+                raise FileNotFoundError(f"{best}: the teacher (lower bound) of {spec} has not been trained yet")
+            teacher_pseudolabels(
+                track.task, best, datalist, teacher, {**_inference_overrides(proto.overrides), **device_values}, device
+            )
+        datalist = teacher / "datalist.json"
+    values: dict[str, Any] = {
+        "bundle_root": str(run_dir),
+        "datalist": str(datalist),
+        "seed": spec.seed,
+        "resume": True,
+        **track.budget(iterations, proto.val_interval),
+        **dict(proto.overrides),
+        **METHODS[spec.method],
+        **device_values,
+    }
+    previous = logging.root.manager.disable
+    if not verbose:  # the bundles log every few iterations; keep the progress bar, warnings and errors
+        logging.disable(logging.INFO)
+    try:
+        timing = _Timing(run_dir / "timing.json")
+        wf = _workflow(track.task, ["train.json"], values)
+        wf.initialize()
+        trainer = wf.parser.get_parsed_content("train#trainer")
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, timing.save)
+        wf.run()
+        timing.save()
+        wf.finalize()
+        test = _workflow(track.task, ["train.json", "evaluate.json"], {**values, "output_dir": str(run_dir / "test")})
+        test.initialize()
+        test.run()
+        metrics = {k: float(v) for k, v in test.parser.get_parsed_content("validate#evaluator").state.metrics.items()}
+        test.finalize()
+    finally:
+        logging.disable(previous)
+    curve_path = run_dir / "eval" / "val_curve.csv"
+    result = {
+        "task": track.task,
+        "protocol": protocol,
+        "method": spec.method,
+        "setting": "all" if spec.method == UPPER else spec.setting,
+        "seed": spec.seed,
+        "iterations": iterations,
+        "test": metrics,
+        **_best_validation(curve_path),
+        **timing.totals(),
+    }
+    write_json(result, result_path)
+    return result
+
+
+def _best_validation(curve_path: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    if not curve_path.is_file():
+        return {}
+    curve = pd.read_csv(curve_path)
+    best = curve.loc[curve["val_mean_dice"].idxmax()]
+    return {"best_val_dice": float(best["val_mean_dice"]), "best_val_iteration": int(best["iteration"])}
+
+
+def _worker(args: tuple) -> dict[str, Any]:
+    threads, *rest = args
+    if threads:
+        torch.set_num_threads(threads)
+    return run_one(*rest)
+
+
+def run_track(
+    track: Track,
+    protocol: str,
+    specs: Sequence[RunSpec],
+    data_root: str | os.PathLike,
+    out: str | os.PathLike,
+    device: str | None = None,
+    iterations: int | None = None,
+    jobs: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``specs`` (finished ones are read back), ``jobs`` side by side in separate processes.
+
+    A teacher-student run waits for its lower bound; runs start in the order given. With ``jobs > 1`` each process
+    gets ``cores / jobs`` torch threads (small 2D networks gain little from a second thread on a CPU).
+    """
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
+    out = Path(out)
+    datalists = track.prepare(Path(data_root), out / "data")
+    missing = sorted({s.setting for s in specs if s.method != UPPER} - set(datalists))
+    if missing:
+        raise ValueError(f"labelled settings {missing} are not prepared; this track has {sorted(datalists)}")
+    jobs = jobs or track.protocols[protocol].jobs
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    results: dict[RunSpec, dict[str, Any]] = {}
+    pending = list(dict.fromkeys(specs))
+
+    def ready(spec: RunSpec, done: set[RunSpec]) -> bool:
+        if not spec.method.startswith("ts_"):
+            return True
+        lower = RunSpec(LOWER, spec.setting, spec.seed)
+        return lower in done or (run_dir_of(out / protocol, lower) / "result.json").is_file()
+
+    args = (track, protocol)
+    if jobs == 1:
+        for spec in sorted(pending, key=lambda s: s.method.startswith("ts_")):
+            results[spec] = run_one(*args, spec, out, datalists, device, iterations)
+        return [results[s] for s in pending]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        running: dict[Any, RunSpec] = {}
+        todo = list(pending)
+        while todo or running:
+            for spec in [s for s in todo if ready(s, set(results))][: jobs - len(running)]:
+                todo.remove(spec)
+                running[pool.submit(_worker, (threads, *args, spec, out, datalists, device, iterations))] = spec
+            if not running:
+                raise RuntimeError(f"runs {todo} wait for lower bounds that are not in this call")
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                results[running.pop(future)] = future.result()
+    return [results[s] for s in pending]
+
+
+def _acdc_prepare(root: Path, out: Path) -> dict[str, Path]:
+    from medssl.data.ssl4mis import prepare_ssl4mis
+
+    wanted = {k: out / f"datalist_{k}.json" for k in ("3", "7", "all")}
+    if all(p.is_file() for p in wanted.values()):
+        return wanted
+    return prepare_ssl4mis(root, out, labeled=(3, 7), num_classes=4)
+
+
+def _iteration_budget(iterations: int, val_interval: int) -> dict[str, Any]:
+    return {"iterations": iterations, "val_interval": val_interval}
+
+
+_ACDC_CPU = {
+    "roi_size": [128, 128],
+    "num_res_units": 0,
+    "optimizer_name": "adamw",
+    "learning_rate": 0.001,
+    "weight_decay": 0.0001,
+    "batch_size": 12,
+    "unlabeled_batch_size": 12,
+    "num_workers": 0,
+}
+
+TRACKS: dict[str, Track] = {
+    "acdc": Track(
+        task="acdc",
+        protocols={
+            # 2 CPU cores: whole slices at 128 x 128, a 16-256 UNet without residual units, AdamW with poly decay
+            "cpu": Protocol(5000, 200, _ACDC_CPU, "128 x 128, UNet 16-256 (no residual units), batch 12 + 12, "
+                            "AdamW 1e-3 with poly decay, 5000 iterations", jobs=2),
+            # the papers' GPU protocol, the bundle's defaults
+            "paper": Protocol(30000, 200, {"num_workers": 4}, "256 x 256, UNet 16-256 (2 residual units), batch "
+                              "12 + 12, SGD 0.01 momentum 0.9 with poly decay, 30k iterations"),
+            # the paper protocol's code path at a size that runs in seconds (tests, a first look on a laptop)
+            "smoke": Protocol(4, 2, {**_ACDC_CPU, "roi_size": [32, 32], "network_channels": [4, 8, 16, 32, 64],
+                                     "batch_size": 2, "unlabeled_batch_size": 2, "sw_batch_size": 8},
+                              "32 x 32, UNet 4-64, 4 iterations: a check that the path runs, not a measurement"),
+        },
+        prepare=_acdc_prepare,
+        budget=_iteration_budget,
+        default_settings=("3",),
+    ),
+}

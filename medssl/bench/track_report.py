@@ -1,0 +1,172 @@
+"""The report of a real-data track: its table, the share of the lower-to-upper gap each method closes, the curves.
+
+Reads every ``result.json`` of a protocol's runs (:mod:`medssl.bench.track`) and writes ``runs.csv`` (one row a
+run), ``table.md`` and ``val_curves.png`` (validation Dice over iterations, one panel per method), all atomically.
+Also the ``medssl bench accuracy --track`` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medssl.bench.experiment import METHODS, TASKS
+from medssl.bench.track import LOWER, TRACKS, UPPER, RunSpec, Track, run_track
+from medssl.data.io import atomic_path, read_json
+from medssl.visualize import save_figure
+
+__all__ = ["collect", "gap_closed", "write_report", "run_track_command"]
+
+
+def collect(root: str | Path) -> pd.DataFrame:
+    """One row per finished run under ``root`` (a protocol's folder): test metrics, best validation, time."""
+    rows = []
+    for path in sorted(Path(root).glob("runs/*/*/seed*/result.json")):
+        r = read_json(path)
+        row = {k: r.get(k) for k in ("method", "setting", "seed", "iterations", "best_val_dice", "best_val_iteration")}
+        row.update({k: r.get(k) for k in ("wall_seconds", "cpu_seconds", "sittings")})
+        row.update({k.removeprefix("val_"): v for k, v in r["test"].items()})
+        row["run_dir"] = str(path.parent)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def gap_closed(runs: pd.DataFrame, method: str, setting: str) -> pd.DataFrame:
+    """Per seed: the method's test Dice, the lower and upper bounds', and ``(method - lower) / (upper - lower)``."""
+    out = []
+    for seed in sorted(runs.loc[runs.method == method, "seed"].unique()):
+        me = runs[(runs.method == method) & (runs.setting == setting) & (runs.seed == seed)]
+        lo = runs[(runs.method == LOWER) & (runs.setting == setting) & (runs.seed == seed)]
+        up = runs[(runs.method == UPPER) & (runs.seed == seed)]
+        if me.empty or lo.empty or up.empty:
+            continue
+        m, low, high = (float(x.mean_dice.iloc[0]) for x in (me, lo, up))
+        gap = high - low
+        out.append({"seed": seed, "dice": m, "lower": low, "upper": high,
+                    "closed": (m - low) / gap if gap > 0 else np.nan, "beats_lower": m > low})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def _mean_sd(values: pd.Series, fmt: str = "{:.3f}") -> str:
+    values = values.dropna()
+    if values.empty:
+        return "-"
+    sd = values.std(ddof=1) if len(values) > 1 else float("nan")
+    return fmt.format(values.mean()) + ("" if np.isnan(sd) else " (" + fmt.format(sd) + ")")
+
+
+def _flatness(runs: pd.DataFrame) -> list[str]:
+    """How much each upper bound's validation Dice still moved over the last fifth of its run."""
+    lines = []
+    for row in runs[runs.method == UPPER].itertuples():
+        curve_path = Path(row.run_dir) / "eval" / "val_curve.csv"
+        if not curve_path.is_file():
+            continue
+        curve = pd.read_csv(curve_path)
+        last = curve[curve.iteration >= 0.8 * curve.iteration.max()]
+        start, end = float(last.val_mean_dice.iloc[0]), float(last.val_mean_dice.iloc[-1])
+        lines.append(
+            f"- upper bound, seed {row.seed}: validation Dice {start:.3f} at iteration {int(last.iteration.iloc[0])}, "
+            f"{end:.3f} at {int(last.iteration.iloc[-1])} (range {last.val_mean_dice.min():.3f}-"
+            f"{last.val_mean_dice.max():.3f} over the last fifth)"
+        )
+    return lines
+
+
+def write_report(track_name: str, protocol: str, out: str | Path) -> Path:
+    """Write ``runs.csv``, ``table.md`` and ``val_curves.png`` of a protocol's finished runs; return ``table.md``."""
+    track = TRACKS[track_name]
+    root = Path(out) / protocol
+    runs = collect(root)
+    if runs.empty:
+        raise FileNotFoundError(f"{root}: no finished run (result.json) to report")
+    with atomic_path(root / "runs.csv") as tmp:
+        runs.to_csv(tmp, index=False)
+    classes = list(TASKS[track.task].channels)
+    proto = track.protocols[protocol]
+    lines = [f"# {track_name}, protocol `{protocol}`", "", f"{proto.description}. Every method trains the same "
+             "number of iterations; the checkpoint with the best validation Dice (per volume) is scored once on the "
+             "test volumes. HD95 is MONAI's (voxels; the larger of the two directed 95th percentiles), not the "
+             "papers' medpy hd95.", ""]  # fmt: skip
+    order = [m for m in METHODS if m in set(runs.method)]
+    for setting in sorted({s for s in runs.setting if s != "all"}) or ["all"]:
+        part = runs[(runs.setting == setting) | (runs.method == UPPER)]
+        lines += [f"## labelled setting {setting}", ""]
+        head = ["method", "seeds", "Dice"] + classes + ["HD95", "best val Dice", "gap closed", "beats lower", "CPU h"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for method in order:
+            sel = part[part.method == method]
+            if sel.empty:
+                continue
+            gaps = gap_closed(runs, method, setting) if method not in (LOWER, UPPER) else pd.DataFrame()
+            cells = [method, ",".join(str(int(s)) for s in sorted(sel.seed)), _mean_sd(sel.mean_dice)]
+            cells += [_mean_sd(sel[f"dice_{c}"]) if f"dice_{c}" in sel else "-" for c in classes]
+            cells += [_mean_sd(sel["hd95"], "{:.1f}") if "hd95" in sel else "-", _mean_sd(sel.best_val_dice)]
+            cells += [_mean_sd(gaps.closed, "{:.0%}") if not gaps.empty else "",
+                      " ".join("yes" if b else "no" for b in gaps.beats_lower) if not gaps.empty else "",
+                      f"{sel.cpu_seconds.sum() / 3600:.2f}"]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["Convergence of the upper bound:", ""] + (_flatness(runs) or ["- (no upper-bound curve yet)"])
+    lines += ["", f"CPU time of the {len(runs)} runs: {runs.cpu_seconds.sum() / 3600:.1f} h "
+              f"(wall-clock {runs.wall_seconds.sum() / 3600:.1f} h, runs side by side counted separately).", ""]  # fmt: skip
+    with atomic_path(root / "table.md") as tmp:
+        tmp.write_text("\n".join(lines))
+    _plot_curves(runs, root / "val_curves.png")
+    return root / "table.md"
+
+
+def _plot_curves(runs: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in METHODS if m in set(runs.method)]
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods), 3.2), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods):
+        for row in runs[runs.method == method].itertuples():
+            curve_path = Path(row.run_dir) / "eval" / "val_curve.csv"
+            if curve_path.is_file():
+                curve = pd.read_csv(curve_path)
+                ax.plot(curve.iteration, curve.val_mean_dice, label=f"{row.setting} s{row.seed}", lw=1)
+        ax.set(title=method, xlabel="iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("validation Dice (per volume)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _specs(track: Track, methods: Sequence[str], settings: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]:
+    specs = []
+    for seed in seeds:
+        for method in methods:
+            for setting in [settings[0]] if method == UPPER else settings:
+                specs.append(RunSpec(method, "all" if method == UPPER else str(setting), seed))
+    return specs
+
+
+def run_track_command(args: argparse.Namespace) -> int:
+    """``medssl bench accuracy --track NAME``: run (or finish) the asked runs, then write the report."""
+    track = TRACKS[args.track]
+    if args.protocol not in track.protocols:
+        raise ValueError(f"protocol must be one of {sorted(track.protocols)} for track {args.track}, got {args.protocol!r}")
+    out = Path(args.out or f"benchmarks/results/accuracy/{args.track}")
+    if not args.report:
+        if not args.data:
+            raise ValueError(f"--track {args.track} needs --data, the folder of its real data")
+        specs = _specs(track, args.method or [LOWER, UPPER], args.setting or list(track.default_settings),
+                       args.seed or [0])  # fmt: skip
+        results = run_track(track, args.protocol, specs, args.data, out, args.device, args.iterations, args.jobs)
+        for r in results:
+            print(json.dumps({k: r.get(k) for k in ("method", "setting", "seed")} | {"dice": r["test"]["val_mean_dice"]}))
+    table = write_report(args.track, args.protocol, out)
+    print(table.read_text())
+    return 0
