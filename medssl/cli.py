@@ -78,6 +78,15 @@ def _cmd_prepare_lung(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _cmd_prepare_ssl4mis(args: argparse.Namespace) -> None:
+    from medssl.data.ssl4mis import prepare_ssl4mis
+
+    written = prepare_ssl4mis(args.root, args.out, labeled=args.labeled or [3, 7], num_classes=args.num_classes,
+                              layout=args.layout)  # fmt: skip
+    for path in written.values():
+        print(f"wrote {path}")
+
+
 def _cmd_split(args: argparse.Namespace) -> None:
     from medssl.data.split import split_datalist_file
 
@@ -177,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lung-masks", default=None, help="folder of lung masks (default: ROOT/lungs when present)")
     p.add_argument("--margin-mm", type=float, default=10.0, help="margin around the lung bounding box")
     p.set_defaults(func=_cmd_prepare_lung)
+    p = psub.add_parser("ssl4mis", help="an HDF5 folder in the SSL4MIS layout (ACDC slices, LA / BraTS 2019 volumes)")
+    p.add_argument("--root", required=True, help="folder with data/ and the list files (train_slices.list, ...)")
+    p.add_argument("--out", required=True, help="output folder: images/, labels/, datalist_<k>.json, datalist_all.json")
+    p.add_argument("--labeled", action="append", type=int,
+                   help="labelled patients (2D layout) or cases (3D layout) of a datalist; repeatable (default 3 and 7)")
+    p.add_argument("--num-classes", type=int, default=4, help="labels lie in 0..N-1 (ACDC 4, LA 2)")
+    p.add_argument("--layout", choices=["auto", "2d", "3d"], default="auto")
+    p.set_defaults(func=_cmd_prepare_ssl4mis)
     p = psub.add_parser("synthetic", help="medssl's synthetic phantoms (same as 'medssl synth')")
     p.add_argument("--task", choices=["lung_vessel", "brats"], required=True)
     p.add_argument("--cases", type=int, default=20)

@@ -62,16 +62,30 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class Track:
-    """A real-data benchmark: how its data is prepared, which bundle trains, how a budget becomes bundle settings."""
+    """A real-data benchmark: how its data is prepared, which bundle trains, how a budget becomes bundle settings.
+
+    A run's datalist is ``datalists["<setting>@<seed>"]`` when the track prepares one per seed (the BraTS folds: the
+    seed is the fold), else ``datalists["<setting>"]``; ``"all"`` is the all-labelled datalist of the upper bound.
+    """
 
     task: str  # a key of medssl.bench.experiment.TASKS
     protocols: Mapping[str, Protocol]
-    #: (data root, output folder) -> {setting: datalist}; "all" is the all-labelled datalist of the upper bound
+    #: (data root, output folder) -> {setting or setting@seed: datalist}
     prepare: Callable[[Path, Path], dict[str, Path]]
     #: (iterations, validation interval) -> bundle settings
     budget: Callable[[int, int], dict[str, Any]]
     default_settings: tuple[str, ...]
-    published: Mapping[str, Any] = field(default_factory=dict)
+    #: what a seed means: "seed" (a training seed) or "fold" (a cross-validation fold, also the training seed)
+    replicate: str = "seed"
+    #: bundle settings of every protocol (the data layout the track's datalists need)
+    common: Mapping[str, Any] = field(default_factory=dict)
+
+    def datalist(self, datalists: Mapping[str, Path], setting: str, seed: int) -> Path:
+        """The datalist of a (setting, seed) run."""
+        key = f"{setting}@{seed}"
+        if key not in datalists and setting not in datalists:
+            raise ValueError(f"labelled setting {setting!r} is not prepared; this track has {sorted(datalists)}")
+        return datalists.get(key) or datalists[setting]
 
 
 def run_dir_of(root: Path, spec: RunSpec) -> Path:
@@ -149,7 +163,7 @@ def run_one(
     if result_path.is_file():
         return read_json(result_path)
     run_dir.mkdir(parents=True, exist_ok=True)
-    datalist = datalists["all" if spec.method == UPPER else spec.setting]
+    datalist = track.datalist(datalists, "all" if spec.method == UPPER else spec.setting, spec.seed)
     iterations = iterations or proto.iterations
     device_values = {} if device is None else {"device": f"$torch.device('{torch.device(device)}')"}
     if spec.method.startswith("ts_"):
@@ -168,6 +182,7 @@ def run_one(
         "seed": spec.seed,
         "resume": True,
         **track.budget(iterations, proto.val_interval),
+        **dict(track.common),
         **dict(proto.overrides),
         **METHODS[spec.method],
         **device_values,
@@ -244,9 +259,8 @@ def run_track(
 
     out = Path(out)
     datalists = track.prepare(Path(data_root), out / "data")
-    missing = sorted({s.setting for s in specs if s.method != UPPER} - set(datalists))
-    if missing:
-        raise ValueError(f"labelled settings {missing} are not prepared; this track has {sorted(datalists)}")
+    for s in specs:
+        track.datalist(datalists, "all" if s.method == UPPER else s.setting, s.seed)  # each run has its data
     jobs = jobs or track.protocols[protocol].jobs
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     results: dict[RunSpec, dict[str, Any]] = {}
@@ -302,6 +316,62 @@ _ACDC_CPU = {
     "num_workers": 0,
 }
 
+def _brats_prepare(root: Path, out: Path, folds: int = 4, test_cases: int = 2) -> dict[str, Path]:
+    """The real BraTS folds: ``folds`` folds of ``test_cases`` test cases; of the other cases (in sorted order after
+    the test block) the first validates, the next is labelled and the rest are unlabelled; the upper bound labels all
+    of them but the validation case. Datalists ``fold<k>_1.json`` and ``fold<k>_all.json`` of 2D axial slices."""
+    from medssl.data.brats import prepare_brats
+    from medssl.data.datalist import case_id, load_datalist, save_datalist
+
+    slices = out / "slices" / "datalist.json"
+    if not slices.is_file():
+        prepare_brats(root, out / "volumes", slices2d=out / "slices")
+    entries = load_datalist(slices)["training"]
+    cases = sorted({case_id(e) for e in entries})
+    if len(cases) < folds * test_cases:
+        raise ValueError(f"{root}: {len(cases)} labelled cases, fewer than {folds} folds x {test_cases} test cases")
+    written: dict[str, Path] = {}
+    for fold in range(folds):
+        test = cases[fold * test_cases : (fold + 1) * test_cases]
+        rest = cases[(fold + 1) * test_cases :] + cases[: fold * test_cases]
+        for key, labelled in (("1", rest[1:2]), ("all", rest[1:])):
+            pick = lambda ids, keep_label=True: [  # noqa: E731
+                e if keep_label else {k: v for k, v in e.items() if k != "label"} for e in entries if case_id(e) in ids
+            ]
+            unlabelled = [c for c in rest[1:] if c not in labelled]
+            datalist = {
+                "training": pick(labelled), "unlabeled": pick(unlabelled, False), "validation": pick(rest[:1]),
+                "testing": pick(test),
+                "split": {"protocol": "brats-real folds", "fold": fold, "labeled_fraction": len(labelled) / len(rest[1:]),
+                          "labeled": labelled, "unlabeled": unlabelled, "validation": rest[:1], "testing": test},
+            }  # fmt: skip
+            written[f"{key}@{fold}"] = save_datalist(datalist, out / f"fold{fold}_{key}.json")
+    return written
+
+
+def _epoch_budget(iterations: int, val_interval: int) -> dict[str, Any]:
+    """Epoch-based bundles: one epoch per validation interval, the warm-up and ramp of the unsupervised loss over
+    20% of the run each from 20% on (as the iteration-based ACDC bundle)."""
+    epochs = max(1, iterations // val_interval)
+    return {"epochs": epochs, "val_interval": 1, "train#trainer#epoch_length": val_interval,
+            "unsup_warmup": 0.2 * epochs, "unsup_ramp": 0.2 * epochs}  # fmt: skip
+
+
+_BRATS_CPU = {
+    "roi_size": [128, 128],
+    "network_channels": [8, 16, 32, 64],
+    "embed_dim": 128,
+    "num_layers": 2,
+    "num_heads": 4,
+    "mlp_dim": 256,
+    "learning_rate": 0.001,
+    "batch_size": 8,
+    "unlabeled_batch_size": 8,
+    "sw_batch_size": 16,
+    "num_workers": 0,
+    "cache_rate": 1.0,
+}
+
 TRACKS: dict[str, Track] = {
     "acdc": Track(
         task="acdc",
@@ -320,5 +390,22 @@ TRACKS: dict[str, Track] = {
         prepare=_acdc_prepare,
         budget=_iteration_budget,
         default_settings=("3",),
+    ),
+    "brats-real": Track(
+        task="brats2d",
+        protocols={
+            "cpu": Protocol(2000, 200, _BRATS_CPU, "2D BraTS bundle, axial slices, 128 x 128 crops, TransBTS 8-64 "
+                            "channels with a 2-layer 128-wide transformer, batch 8 + 8, AdamW 1e-3 with cosine decay, "
+                            "2000 iterations", jobs=2),
+            "smoke": Protocol(4, 2, {**_BRATS_CPU, "roi_size": [32, 32], "network_channels": [4, 8, 16, 32],
+                                     "embed_dim": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 64,
+                                     "batch_size": 2, "unlabeled_batch_size": 2},
+                              "32 x 32 crops, tiny TransBTS, 4 iterations: a check that the path runs"),
+        },
+        prepare=_brats_prepare,
+        budget=_epoch_budget,
+        default_settings=("1",),
+        replicate="fold",
+        common={"labeled_fraction": None, "val_hd95": False},
     ),
 }

@@ -15,32 +15,35 @@ __all__ = ["MetricCurveWriter"]
 
 
 class MetricCurveWriter:
-    """Append the evaluator's metrics after each evaluation to ``path`` (columns ``epoch``, ``iteration``, metrics).
+    """After each validation, append the trainer's epoch and iteration and the evaluator's metrics to ``path``.
 
-    Attach it to the evaluator that a ``ValidationHandler`` runs: the evaluator's epoch is then the trainer's epoch,
-    and ``iteration = epoch * epoch_length``. Rows at or after the current epoch are replaced, so a run resumed
-    from an earlier checkpoint does not leave duplicate or stale points. Written atomically.
+    Attach it to the trainer after the ``ValidationHandler`` that runs ``evaluator`` (handlers of one event run in
+    the order they were attached), with the same ``interval``. Rows at or after the current iteration are replaced,
+    so a run resumed from an earlier checkpoint leaves no duplicate or stale points. Written atomically.
 
     Args:
-        path: the CSV file.
-        epoch_length: training iterations per epoch (the validation interval of iteration-based bundles).
+        path: the CSV file (columns ``epoch``, ``iteration`` and one per metric).
+        evaluator: the validation engine whose ``state.metrics`` are recorded.
+        interval: validation interval, in epochs.
     """
 
-    def __init__(self, path: str | os.PathLike, epoch_length: int = 1) -> None:
+    def __init__(self, path: str | os.PathLike, evaluator: Engine, interval: int = 1) -> None:
         self.path = Path(path)
-        self.epoch_length = int(check_positive("epoch_length", epoch_length))
+        self.evaluator = evaluator
+        self.interval = int(check_positive("interval", interval))
 
     def attach(self, engine: Engine) -> None:
-        """Write after every evaluation of ``engine``."""
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        """Write after every ``interval`` epochs of the trainer ``engine``."""
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
     def __call__(self, engine: Engine) -> None:
-        epoch = int(engine.state.epoch)
-        row = {"epoch": epoch, "iteration": epoch * self.epoch_length}
-        row.update({k: float(v) for k, v in engine.state.metrics.items() if isinstance(v, (int, float))})
+        iteration = int(engine.state.iteration)
+        row = {"epoch": int(engine.state.epoch), "iteration": iteration}
+        metrics = self.evaluator.state.metrics or {}
+        row.update({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
         old = pd.read_csv(self.path) if self.path.is_file() else pd.DataFrame()
         if not old.empty:
-            old = old[old["epoch"] < epoch]
+            old = old[old["iteration"] < iteration]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path) as tmp:
             pd.concat([old, pd.DataFrame([row])], ignore_index=True).to_csv(tmp, index=False)

@@ -207,3 +207,24 @@ def test_pseudolabel_killed_mid_run_leaves_only_complete_files(lung_teacher, tmp
         assert seg.shape == (32, 32, 32)
     # the datalist a student trains from is written last: absent after a kill, so no case is half-listed
     assert not (out / "datalist.json").exists()
+
+
+def test_resumed_best_saver_keeps_comparing_against_the_saved_best(tmp_path):
+    """The best checkpoint's metric travels in the last checkpoint: a worse first evaluation after a resume does not
+    replace the best model."""
+    from types import SimpleNamespace
+
+    net = torch.nn.Linear(2, 1)
+    best = AtomicCheckpointSaver(tmp_path, {"model": net}, mode="best", key_metric_name="dice")
+    engine = SimpleNamespace(state=SimpleNamespace(metrics={"dice": 0.8}))
+    best._maybe_save_best(engine)
+    state = best.state_dict()
+    stamp = (tmp_path / "model_best.pt").stat().st_mtime_ns
+    resumed = AtomicCheckpointSaver(tmp_path, {"model": net}, mode="best", key_metric_name="dice")
+    resumed.load_state_dict(state)
+    engine.state.metrics["dice"] = 0.5
+    resumed._maybe_save_best(engine)
+    assert (tmp_path / "model_best.pt").stat().st_mtime_ns == stamp and resumed.best == 0.8
+    fresh = AtomicCheckpointSaver(tmp_path / "new", {"model": net}, mode="best", key_metric_name="dice")
+    fresh.load_state_dict(fresh.state_dict())  # nothing saved yet: NaN round-trips to "no best"
+    assert fresh.best is None

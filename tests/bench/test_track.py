@@ -1,0 +1,138 @@
+"""The real-data tracks (``medssl bench accuracy --track``) on a tiny folder in the SSL4MIS layout, smoke protocol."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from _ssl4mis import make_acdc_like
+
+import medssl.bench.track as track_module
+from medssl.bench.track import TRACKS, RunSpec, run_dir_of, run_one, run_track
+from medssl.bench.track_report import gap_closed, write_report
+from medssl.cli import main
+from medssl.data.io import read_json
+from medssl.handlers.checkpoint import load_state_dict_file
+
+ACDC = TRACKS["acdc"]
+
+
+@pytest.fixture(scope="module")
+def acdc(tmp_path_factory):
+    return make_acdc_like(tmp_path_factory.mktemp("ssl4mis") / "acdc", patients=8, slices=2, size=32)
+
+
+def test_bounds_and_teacher_student_end_to_end(acdc, tmp_path):
+    specs = [RunSpec("lower_bound", "3", 0), RunSpec("upper_bound", "all", 0), RunSpec("ts_gce", "3", 0)]
+    results = run_track(ACDC, "smoke", specs, acdc, tmp_path, device="cpu", jobs=1)
+    assert [r["method"] for r in results] == ["lower_bound", "upper_bound", "ts_gce"]
+    for r in results:
+        assert r["iterations"] == 4 and 0 <= r["test"]["val_mean_dice"] <= 1
+        assert {"val_dice_RV", "val_dice_Myo", "val_dice_LV", "val_hd95"} <= set(r["test"])
+        assert r["cpu_seconds"] > 0 and r["sittings"] == 1
+    # the student read its teacher's pseudo-labels: the lower bound's predictions of every unlabelled slice
+    teacher = json.loads((tmp_path / "smoke" / "teachers" / "3" / "seed0" / "datalist.json").read_text())
+    assert len(teacher["unlabeled"]) == 20 and all("pseudo_label" in e for e in teacher["unlabeled"])
+    # each run scored the 2 test volumes once, per volume
+    table = pd.read_csv(run_dir_of(tmp_path / "smoke", specs[0]) / "test" / "per_case.csv")
+    assert sorted(table["case"]) == ["patient102_frame01", "patient103_frame01"]
+    # a finished run is read back, not trained again
+    result = run_dir_of(tmp_path / "smoke", specs[0]) / "result.json"
+    stamp = result.stat().st_mtime_ns
+    run_track(ACDC, "smoke", specs[:1], acdc, tmp_path, device="cpu", jobs=1)
+    assert result.stat().st_mtime_ns == stamp
+    report = write_report("acdc", "smoke", tmp_path).read_text()
+    assert "| lower_bound | 0 |" in report and "| ts_gce | 0 |" in report and "upper bound, seed 0" in report
+    assert (tmp_path / "smoke" / "val_curves.png").is_file()
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(acdc, tmp_path, monkeypatch):
+    spec = RunSpec("segpl", "3", 1)
+    datalists = ACDC.prepare(acdc, tmp_path / "data")
+    save = track_module._Timing.save
+
+    def interrupted(self, *args):
+        save(self, *args)
+        raise KeyboardInterrupt  # the session ends after the first validation
+
+    monkeypatch.setattr(track_module._Timing, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_one(ACDC, "smoke", spec, tmp_path, datalists, device="cpu")
+    run_dir = run_dir_of(tmp_path / "smoke", spec)
+    assert load_state_dict_file(run_dir / "models" / "model_last.pt")["trainer"]["iteration"] == 2
+    assert not (run_dir / "result.json").exists()
+    monkeypatch.setattr(track_module._Timing, "save", save)
+    result = run_one(ACDC, "smoke", spec, tmp_path, datalists, device="cpu")
+    assert result["sittings"] == 2
+    assert load_state_dict_file(run_dir / "models" / "model_last.pt")["trainer"]["iteration"] == 4
+    curve = pd.read_csv(run_dir / "eval" / "val_curve.csv")
+    assert curve["iteration"].tolist() == [2, 4]  # one point per validation, none repeated by the resume
+    assert read_json(run_dir / "timing.json")["sittings"] == 2
+
+
+def test_gap_closed_per_seed():
+    runs = pd.DataFrame(
+        [
+            {"method": "lower_bound", "setting": "3", "seed": 0, "mean_dice": 0.4},
+            {"method": "upper_bound", "setting": "all", "seed": 0, "mean_dice": 0.8},
+            {"method": "segpl", "setting": "3", "seed": 0, "mean_dice": 0.7},
+            {"method": "lower_bound", "setting": "3", "seed": 1, "mean_dice": 0.5},
+            {"method": "upper_bound", "setting": "all", "seed": 1, "mean_dice": 0.9},
+            {"method": "segpl", "setting": "3", "seed": 1, "mean_dice": 0.45},
+        ]
+    )
+    gaps = gap_closed(runs, "segpl", "3")
+    assert gaps["closed"].tolist() == pytest.approx([0.75, -0.125])
+    assert gaps["beats_lower"].tolist() == [True, False]
+
+
+def test_cli_track_needs_data_and_a_known_protocol(tmp_path, capsys):
+    assert main(["bench", "accuracy", "--track", "acdc", "--out", str(tmp_path)]) == 2
+    assert "needs --data" in capsys.readouterr().err
+    assert main(["bench", "accuracy", "--track", "acdc", "--protocol", "fast", "--data", "x"]) == 2
+    assert "protocol must be one of" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def brats_folder(tmp_path_factory):
+    """Eight synthetic cases laid out as a BraTS 2018 folder (what ../shared/data/brats_expert_8cases holds)."""
+    import shutil
+
+    from medssl.data.brats import MODALITIES
+    from medssl.data.datalist import load_datalist
+    from medssl.data.synthetic import synthesize
+
+    root = tmp_path_factory.mktemp("brats_real")
+    synthesize("brats", cases=8, size=32, seed=2, out=root / "synth")
+    for entry in load_datalist(root / "synth" / "dataset.json")["training"]:
+        case = root / "brats" / entry["case_id"]
+        case.mkdir(parents=True)
+        for modality, image in zip(MODALITIES, entry["image"]):
+            shutil.copy(image, case / f"{entry['case_id']}_{modality}.nii.gz")
+        shutil.copy(entry["label"], case / f"{entry['case_id']}_seg.nii.gz")
+    return root / "brats"
+
+
+def test_brats_folds_hold_out_two_cases_each(brats_folder, tmp_path):
+    from medssl.data.datalist import case_id, load_datalist
+
+    datalists = TRACKS["brats-real"].prepare(brats_folder, tmp_path / "data")
+    assert sorted(datalists) == sorted(f"{k}@{f}" for f in range(4) for k in ("1", "all"))
+    tested = []
+    for fold in range(4):
+        one, every = (load_datalist(datalists[f"{k}@{fold}"]) for k in ("1", "all"))
+        ids = {part: sorted({case_id(e) for e in one.get(part, [])}) for part in ("training", "unlabeled", "validation", "testing")}
+        assert [len(ids[p]) for p in ("training", "unlabeled", "validation", "testing")] == [1, 4, 1, 2]
+        assert sorted({case_id(e) for e in every["training"]}) == sorted(ids["training"] + ids["unlabeled"])
+        assert all("label" not in e for e in one["unlabeled"])
+        tested += ids["testing"]
+    assert len(set(tested)) == 8  # every case is tested once
+
+
+def test_brats_track_runs_with_the_fold_as_seed(brats_folder, tmp_path):
+    result = run_track(TRACKS["brats-real"], "smoke", [RunSpec("lower_bound", "1", 2)], brats_folder, tmp_path, device="cpu")[0]
+    assert {"val_dice_WT", "val_dice_TC", "val_dice_ET"} <= set(result["test"])
+    table = pd.read_csv(run_dir_of(tmp_path / "smoke", RunSpec("lower_bound", "1", 2)) / "test" / "per_case.csv")
+    fold2 = json.loads((tmp_path / "data" / "fold2_1.json").read_text())["split"]["testing"]
+    assert sorted(table["case"]) == sorted(fold2)  # fold 2's two test cases, each scored as a whole volume
