@@ -1,14 +1,12 @@
 """Speed benchmark of medssl (issue 5): ``python benchmarks/speed.py [--quick] [--device auto|cpu|cuda] [--out DIR]``.
 
-The logic lives in :mod:`medssl.bench.speed` (also ``medssl bench speed``); results go to
+The same as ``medssl bench speed``; the logic lives in :mod:`medssl.bench.speed`, and results go to
 ``benchmarks/results/speed/`` by default.
 """
 
-from __future__ import annotations
-
 import sys
 
-from medssl.bench.speed import main
+from medssl.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", "speed", *sys.argv[1:]]))

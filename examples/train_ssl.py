@@ -4,8 +4,8 @@
     python examples/train_ssl.py --method bpl --bpl-mode elbo
     python examples/train_ssl.py --method teacher_student --robust-loss gce   # trains a supervised teacher first
 
-Every method is the same :class:`~medssl.engines.SemiSupervisedTrainer` with different handlers and unsupervised
-loss (``medssl.handlers.methods``); the bundles build exactly this from their configs. Defaults are small enough
+Every method is the same :class:`~medssl.engines.SemiSupervisedTrainer` with the handlers and unsupervised loss that
+the method registry (``medssl.methods``) builds; the bundles build exactly this from their configs. Defaults are small enough
 for a CPU in a few minutes; ``--size``, ``--roi`` and ``--epochs`` scale it up.
 """
 
@@ -25,11 +25,12 @@ from medssl.data.datalist import load_datalist
 from medssl.data.split import split_datalist_file
 from medssl.data.synthetic import synthesize
 from medssl.engines import SemiSupervisedTrainer
-from medssl.engines.evaluation import build_evaluator
-from medssl.handlers.methods import ROBUST_LOSSES, SSL_METHODS, ssl_handlers, unsupervised_loss, uses_unlabeled
-from medssl.inference.predict import make_sliding_window_inferer, resolve_device, write_pseudolabels
+from medssl.device import resolve_device
+from medssl.inference.predict import make_sliding_window_inferer, write_pseudolabels
+from medssl.methods import REGISTRY, ROBUST_LOSSES, build_method
 from medssl.networks import ThresholdHead
 from medssl.transforms.presets import lung_vessel_transforms
+from medssl.workflows.evaluation import build_evaluator
 
 
 def loader(entries, stage, roi, pseudo_labels=False, shuffle=False):
@@ -41,10 +42,11 @@ def train(data, method, args, device):
     """Train ``method`` on the split ``data``; return the network."""
     roi = [args.roi] * 3
     network = UNet(3, 1, 1, channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1).to(device)
-    head = None
-    if method == "bpl":  # reads the 16-channel decoder stage before the output layer ("model.1")
-        head = ThresholdHead(3, in_channels=16, init_mu=0.5, init_std=0.1).to(device)
-    params = list(network.parameters()) + (list(head.parameters()) if head is not None else [])
+    # a learned threshold reads the 16-channel decoder stage before the output layer ("model.1")
+    head = ThresholdHead(3, in_channels=16).to(device) if REGISTRY[method].uses_head else None
+    settings = {"warmup": 0, "ramp": 0, "mode": args.bpl_mode, "robust_loss": args.robust_loss}
+    ssl = build_method(method, settings, network=network, head=head, feature_layer="model.1", run_length=args.epochs)
+    params = list(network.parameters()) + (list(head.parameters()) if head is not None else []) + ssl.parameters()
     trainer = SemiSupervisedTrainer(
         device=device,
         max_epochs=args.epochs,
@@ -53,14 +55,12 @@ def train(data, method, args, device):
         optimizer=torch.optim.Adam(params, args.lr),
         loss_function=DiceCELoss(sigmoid=True),
         unlabeled_data_loader=(
-            loader(data["unlabeled"], "unlabeled", roi, pseudo_labels=method == "teacher_student", shuffle=True)
-            if uses_unlabeled(method)
+            loader(data["unlabeled"], "unlabeled", roi, pseudo_labels=ssl.reads_pseudo_labels, shuffle=True)
+            if ssl.uses_unlabeled
             else None
         ),
-        unsup_loss_function=unsupervised_loss(method, args.robust_loss),
-        train_handlers=ssl_handlers(
-            method, head=head, feature_layer="model.1", bpl_mode=args.bpl_mode, prior_mu=0.5, prior_std=0.1
-        ),
+        unsup_loss_function=ssl.unsup_loss,
+        train_handlers=ssl.handlers,
     )
     trainer.run()
     return network
@@ -68,7 +68,7 @@ def train(data, method, args, device):
 
 def main(argv=None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", choices=SSL_METHODS, default="segpl")
+    parser.add_argument("--method", choices=sorted(REGISTRY), default="segpl")
     parser.add_argument("--robust-loss", choices=ROBUST_LOSSES, default="gce", help="teacher_student only")
     parser.add_argument("--bpl-mode", choices=("kl_only", "elbo"), default="kl_only", help="bpl only")
     parser.add_argument("--out", default="example_output")

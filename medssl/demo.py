@@ -29,11 +29,14 @@ import pandas as pd
 import torch
 
 from medssl.bench.experiment import RunResult, train_method
+from medssl.bench.sizes import DEMO_LUNG
 from medssl.data.datalist import load_datalist
 from medssl.data.io import atomic_path
 from medssl.data.split import split_datalist_file
 from medssl.data.synthetic import synthesize
-from medssl.inference.predict import make_sliding_window_inferer, resolve_device
+from medssl.device import resolve_device
+from medssl.inference.predict import make_sliding_window_inferer
+from medssl.methods import uses_unlabeled, variant
 from medssl.visualize import save_figure, save_overlay_grid
 
 __all__ = [
@@ -51,20 +54,10 @@ __all__ = [
 DEMO_CASES = 24
 DEMO_SIZE = 64
 LABELED_FRACTION = 0.3
-DEMO_METHODS = {"supervised": "lower_bound", "segpl": "segpl", "bpl": "bpl_kl_only"}
+#: The methods the demo compares, as it names them -> variants of :data:`medssl.methods.VARIANTS`.
+DEMO_METHODS = {"supervised": "supervised", "segpl": "segpl", "bpl": "bpl_kl_only"}
 #: The lung-vessel bundle at a size that trains in minutes on a CPU: 48^3 patches, a 4-level UNet.
-DEMO_OVERRIDES: dict[str, Any] = {
-    "roi_size": [48, 48, 48],
-    "network_def#channels": [16, 32, 64, 128],
-    "network_def#strides": [2, 2, 2],
-    "network_def#num_res_units": 1,
-    "feature_channels": 32,
-    "batch_size": 2,
-    "unlabeled_batch_size": 2,
-    "num_samples": 2,
-    "learning_rate": 0.003,
-    "sw_batch_size": 4,
-}
+DEMO_OVERRIDES: dict[str, Any] = DEMO_LUNG.overrides()
 EVALUATIONS = 10
 #: The unsupervised loss starts at half the run and reaches full weight at 80%: the supervised model of this size
 #: segments nothing for its first 80-100 iterations, and pseudo-labels taken earlier are all background, which
@@ -110,9 +103,9 @@ def calibrate_iterations(
         steps = np.diff(times[1:])  # the first iteration pays for warm-up
         return float(np.median(steps)) if len(steps) else float("inf")
 
-    per_ssl = probe("bpl_kl_only")
-    per_sup = probe("lower_bound")
-    per_round = sum(per_sup if DEMO_METHODS[m] == "lower_bound" else per_ssl for m in methods)
+    per_ssl = probe(DEMO_METHODS["bpl"])
+    per_sup = probe(DEMO_METHODS["supervised"])
+    per_round = sum(per_ssl if uses_unlabeled(variant(DEMO_METHODS[m])[0]) else per_sup for m in methods)
     budget = max(minutes * 60.0 * (1.0 - OVERHEAD) - elapsed, 0.0)
     iterations = int(budget / per_round) // EVALUATIONS * EVALUATIONS
     return max(iterations, 5 * EVALUATIONS), per_round

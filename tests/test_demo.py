@@ -59,6 +59,15 @@ def test_calibration_fits_the_budget(demo, tmp_path):
     assert iterations * per_round <= 45.0 or iterations == 5 * EVALUATIONS
 
 
+def test_demo_names_its_methods_and_size_through_the_registry_and_sizes():
+    from medssl.bench.sizes import DEMO_LUNG
+    from medssl.demo import DEMO_OVERRIDES
+    from medssl.methods import VARIANTS
+
+    assert all(v in VARIANTS for v in DEMO_METHODS.values())
+    assert DEMO_OVERRIDES == DEMO_LUNG.overrides() and DEMO_OVERRIDES["network_def#channels"] == [16, 32, 64, 128]
+
+
 def test_demo_rejects_a_non_positive_budget(tmp_path):
     with pytest.raises(ValueError, match="minutes"):
         run_demo(tmp_path, minutes=0)

@@ -1,1 +1,15 @@
-"""medssl.bench"""
+"""medssl's benchmarks, one idea a module.
+
+- what they name: :mod:`~medssl.bench.runs` (tasks, run names through the method registry), :mod:`~medssl.bench.sizes`
+  (the networks and patch sizes the demo and the benchmarks train and time);
+- one run of a bundle's method: :mod:`~medssl.bench.experiment`;
+- the accuracy benchmark: :mod:`~medssl.bench.accuracy` (chains of runs and their scheduling),
+  :mod:`~medssl.bench.presets`, :mod:`~medssl.bench.robustness`, :mod:`~medssl.bench.results` (result files) and
+  :mod:`~medssl.bench.accuracy_report`; its real-data tracks: :mod:`~medssl.bench.track`, :mod:`~medssl.bench.tracks`
+  and :mod:`~medssl.bench.track_report`;
+- the speed benchmark: :mod:`~medssl.bench.speed` (phases, each in its own process), :mod:`~medssl.bench.speed_train`,
+  :mod:`~medssl.bench.speed_infer`, :mod:`~medssl.bench.speed_report` and :mod:`~medssl.bench.measure` (timers,
+  memory, FLOPs, the machine).
+
+The command line is :mod:`medssl.commands.bench` (``medssl bench accuracy|speed``).
+"""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,64 +21,21 @@ import torch
 from ignite.engine import Events
 from monai.data import DataLoader, Dataset
 
+from medssl.bench.runs import TASKS, TaskSpec, run_settings
+from medssl.checkpoints import load_weights
 from medssl.checks import check_choice
 from medssl.data.io import write_json
-from medssl.handlers.checkpoint import load_weights
 from medssl.handlers.pseudo_label_stats import ssl_scalars
+from medssl.workflows.bundle import config_workflow, device_overrides
 
 __all__ = [
-    "BUNDLES_DIR",
-    "METHODS",
-    "TASKS",
-    "TaskSpec",
     "RunResult",
-    "bundles_dir",
     "train_method",
     "with_best_checkpoint",
     "teacher_pseudolabels",
     "evaluate_checkpoint",
     "test_dataset",
 ]
-
-BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
-
-
-def bundles_dir() -> Path:
-    """The bundles folder: ``$MEDSSL_BUNDLES`` when set, else the repository's ``bundles/``."""
-    path = Path(os.environ.get("MEDSSL_BUNDLES", BUNDLES_DIR))
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: bundles folder not found; set MEDSSL_BUNDLES to the medssl bundles folder")
-    return path
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """A benchmark task: the bundle it trains and how its predictions are scored."""
-
-    bundle: str
-    eval_task: str  # "binary", "brats" or "multiclass"
-    channels: tuple[str, ...]
-
-
-TASKS: dict[str, TaskSpec] = {
-    "lung_vessel": TaskSpec("lung_vessel_ct_ssl_segmentation", "binary", ("foreground",)),
-    "brats2d": TaskSpec("brats_mri_axial_slices_ssl_segmentation", "brats", ("WT", "TC", "ET")),
-    "brats3d": TaskSpec("brats_mri_transbts_ssl_segmentation", "brats", ("WT", "TC", "ET")),
-    "acdc": TaskSpec("acdc_mri_ssl_segmentation", "multiclass", ("RV", "Myo", "LV")),
-}
-
-#: Each method as bundle settings. ``upper_bound`` is supervised on a split whose training cases are all labelled.
-METHODS: dict[str, dict[str, Any]] = {
-    "lower_bound": {"ssl_method": "supervised"},
-    "upper_bound": {"ssl_method": "supervised"},
-    "segpl": {"ssl_method": "segpl"},
-    "bpl_kl_only": {"ssl_method": "bpl", "bpl_mode": "kl_only"},
-    "bpl_elbo": {"ssl_method": "bpl", "bpl_mode": "elbo"},
-    "ts_ce": {"ssl_method": "teacher_student", "robust_loss": "ce"},
-    "ts_gce": {"ssl_method": "teacher_student", "robust_loss": "gce"},
-    "ts_bce": {"ssl_method": "teacher_student", "robust_loss": "bce"},
-    "ts_sce": {"ssl_method": "teacher_student", "robust_loss": "sce"},
-}
 
 
 @dataclass
@@ -103,24 +60,6 @@ class RunResult:
         return self.test_dice["mean"]
 
 
-def _device_override(device: str | torch.device | None) -> dict[str, Any]:
-    if device is None:
-        return {}
-    return {"device": f"$torch.device('{torch.device(device)}')", "amp": torch.device(device).type == "cuda"}
-
-
-def _workflow(task: TaskSpec, config: str, overrides: Mapping[str, Any]) -> Any:
-    from monai.bundle import ConfigWorkflow
-
-    root = bundles_dir() / task.bundle / "configs"
-    return ConfigWorkflow(
-        config_file=str(root / config),
-        meta_file=str(root / "metadata.json"),
-        workflow_type="train" if config == "train.json" else "infer",
-        **dict(overrides),
-    )
-
-
 def train_method(
     task: str,
     method: str,
@@ -141,7 +80,7 @@ def train_method(
 
     Args:
         task: a key of :data:`TASKS`.
-        method: a key of :data:`METHODS`.
+        method: a run name (:func:`~medssl.bench.runs.run_settings`): a bound or a variant of medssl.methods.
         datalist: a split written by ``medssl split`` (teacher-student: with the teacher's ``pseudo_label``).
         run_dir: the run's ``bundle_root``: checkpoints in ``models/``, logs in ``eval/``, results here.
         iterations: training iterations in all (the same budget for every method of a comparison).
@@ -159,7 +98,7 @@ def train_method(
         the curves, the test Dice of the best validation checkpoint and the checkpoint's path.
     """
     spec = TASKS[check_choice("task", task, tuple(TASKS))]
-    settings = METHODS[check_choice("method", method, tuple(METHODS))]
+    settings = run_settings(method)
     if iterations < evaluations or evaluations < 1:
         raise ValueError(f"iterations ({iterations}) must be at least evaluations ({evaluations}) >= 1")
     run_dir = Path(run_dir)
@@ -174,10 +113,10 @@ def train_method(
         "val_interval": 1,
         "num_workers": 0,
         "cache_rate": 1.0,
-        "unsup_warmup": warmup_fraction * evaluations,
-        "unsup_ramp": ramp_fraction * evaluations,
+        "method#warmup": warmup_fraction,
+        "method#ramp": ramp_fraction,
         "train#trainer#epoch_length": epoch_length,
-        **_device_override(device),
+        **device_overrides(device),
         **settings,
         **dict(overrides or {}),
     }
@@ -199,7 +138,7 @@ def _train(
     on_iteration: Callable[[Any], None] | None,
     after_training: Callable[[torch.nn.Module, Any], Any] | None,
 ) -> RunResult:
-    wf = _workflow(spec, "train.json", values)
+    wf = config_workflow(spec.bundle, ["train.json"], values)
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
@@ -270,10 +209,10 @@ def with_best_checkpoint(
         raise FileNotFoundError(f"{best}: the run has no best checkpoint")
     values = {
         "bundle_root": str(run_dir), "datalist": str(datalist), "labeled_fraction": None, "seed": seed,
-        "num_workers": 0, "cache_rate": 0.0, **_device_override(device),
-        **METHODS[check_choice("method", method, tuple(METHODS))], **dict(overrides or {}),
+        "num_workers": 0, "cache_rate": 0.0, **device_overrides(device), **run_settings(method),
+        **dict(overrides or {}),
     }  # fmt: skip
-    wf = _workflow(spec, "train.json", values)
+    wf = config_workflow(spec.bundle, ["train.json"], values)
     wf.initialize()
     network = wf.parser.get_parsed_content("network")
     load_weights(network, best, map_location=wf.parser.get_parsed_content("device"))
@@ -291,7 +230,7 @@ def evaluate_checkpoint(task: str, network: torch.nn.Module, wf: Any, out_dir: s
 
     Returns ``{"mean": ..., <channel>: ...}`` (for BraTS the channels are WT, TC and ET).
     """
-    from medssl.engines.evaluation import build_evaluator
+    from medssl.workflows.evaluation import build_evaluator
 
     spec = TASKS[task]
     evaluator = build_evaluator(
@@ -347,7 +286,7 @@ def teacher_pseudolabels(
 
     Returns the student's datalist (the split, each unlabelled entry with its ``pseudo_label``).
     """
-    from medssl.inference.bundle import load_bundle_inference
+    from medssl.workflows.bundle import load_bundle_inference
     from medssl.inference.predict import write_pseudolabels
 
     spec = TASKS[check_choice("task", task, tuple(TASKS))]
@@ -355,9 +294,7 @@ def teacher_pseudolabels(
     inference_overrides = {
         k: v for k, v in dict(overrides or {}).items() if k.split("#")[0] not in ("train", "validate")
     }
-    teacher = load_bundle_inference(
-        bundles_dir() / spec.bundle, checkpoint=checkpoint, device=device, overrides=inference_overrides
-    )
+    teacher = load_bundle_inference(spec.bundle, checkpoint=checkpoint, device=device, overrides=inference_overrides)
     return write_pseudolabels(
         teacher.network,
         datalist,
@@ -368,7 +305,3 @@ def teacher_pseudolabels(
         device=teacher.device,
     )
 
-
-def settings_of(overrides: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    """The subset of ``overrides`` named by ``keys`` (for recording a run's configuration)."""
-    return {k: overrides[k] for k in keys if k in overrides}

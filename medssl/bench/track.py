@@ -1,4 +1,5 @@
-"""Accuracy tracks on real data: ACDC (the standard semi-supervised benchmark) and the real BraTS folds.
+"""How an accuracy track on real data runs (the tracks themselves, ACDC and the real BraTS folds, are in
+:mod:`medssl.bench.tracks`).
 
 A track is a real dataset, the bundle that trains on it, protocols (network size, input size, optimiser, budget) and
 the runs of a comparison, one per (method, labelled setting, seed). Every run is the bundle's own ``train.json`` for
@@ -26,10 +27,12 @@ from typing import Any
 import torch
 from ignite.engine import Events
 
-from medssl.bench.experiment import METHODS, TASKS, bundles_dir, teacher_pseudolabels
+from medssl.bench.experiment import teacher_pseudolabels
+from medssl.bench.runs import METHODS, TASKS, reads_pseudo_labels
 from medssl.data.io import read_json, write_json
+from medssl.workflows.bundle import config_workflow, device_overrides
 
-__all__ = ["Protocol", "Track", "RunSpec", "TRACKS", "run_one", "run_track", "run_dir_of"]
+__all__ = ["LOWER", "UPPER", "Protocol", "Track", "RunSpec", "run_one", "run_track", "run_dir_of", "run_specs"]
 
 UPPER = "upper_bound"
 LOWER = "lower_bound"
@@ -125,19 +128,6 @@ class _Timing:
         write_json(self.totals(), self.path)
 
 
-def _workflow(task: str, configs: Sequence[str], values: Mapping[str, Any]) -> Any:
-    from monai.bundle import ConfigWorkflow
-
-    root = bundles_dir() / TASKS[task].bundle / "configs"
-    files = [str(root / c) for c in configs]
-    return ConfigWorkflow(
-        config_file=files if len(files) > 1 else files[0],
-        meta_file=str(root / "metadata.json"),
-        workflow_type="train" if configs == ["train.json"] else "eval",
-        **dict(values),
-    )
-
-
 def run_one(
     track: Track,
     protocol: str,
@@ -165,8 +155,9 @@ def run_one(
     run_dir.mkdir(parents=True, exist_ok=True)
     datalist = track.datalist(datalists, "all" if spec.method == UPPER else spec.setting, spec.seed)
     iterations = iterations or proto.iterations
-    device_values = {} if device is None else {"device": f"$torch.device('{torch.device(device)}')"}
-    if spec.method.startswith("ts_"):
+    # the device only: the bundle's own amp setting stays
+    device_values = {k: v for k, v in device_overrides(device).items() if k == "device"}
+    if reads_pseudo_labels(spec.method):
         teacher = _teacher_dir(root, spec)
         if not (teacher / "datalist.json").is_file():
             best = run_dir_of(root, RunSpec(LOWER, spec.setting, spec.seed)) / "models" / "model_best.pt"
@@ -192,14 +183,15 @@ def run_one(
         logging.disable(logging.INFO)
     try:
         timing = _Timing(run_dir / "timing.json")
-        wf = _workflow(track.task, ["train.json"], values)
+        bundle = TASKS[track.task].bundle
+        wf = config_workflow(bundle, ["train.json"], values)
         wf.initialize()
         trainer = wf.parser.get_parsed_content("train#trainer")
         trainer.add_event_handler(Events.EPOCH_COMPLETED, timing.save)
         wf.run()
         timing.save()
         wf.finalize()
-        test = _workflow(track.task, ["train.json", "evaluate.json"], {**values, "output_dir": str(run_dir / "test")})
+        test = config_workflow(bundle, ["train.json", "evaluate.json"], {**values, "output_dir": str(run_dir / "test")})
         test.initialize()
         test.run()
         metrics = {k: float(v) for k, v in test.parser.get_parsed_content("validate#evaluator").state.metrics.items()}
@@ -267,14 +259,14 @@ def run_track(
     pending = list(dict.fromkeys(specs))
 
     def ready(spec: RunSpec, done: set[RunSpec]) -> bool:
-        if not spec.method.startswith("ts_"):
+        if not reads_pseudo_labels(spec.method):
             return True
         lower = RunSpec(LOWER, spec.setting, spec.seed)
         return lower in done or (run_dir_of(out / protocol, lower) / "result.json").is_file()
 
     args = (track, protocol)
     if jobs == 1:
-        for spec in sorted(pending, key=lambda s: s.method.startswith("ts_")):
+        for spec in sorted(pending, key=lambda s: reads_pseudo_labels(s.method)):
             results[spec] = run_one(*args, spec, out, datalists, device, iterations)
         return [results[s] for s in pending]
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
@@ -292,120 +284,11 @@ def run_track(
     return [results[s] for s in pending]
 
 
-def _acdc_prepare(root: Path, out: Path) -> dict[str, Path]:
-    from medssl.data.ssl4mis import prepare_ssl4mis
-
-    wanted = {k: out / f"datalist_{k}.json" for k in ("3", "7", "all")}
-    if all(p.is_file() for p in wanted.values()):
-        return wanted
-    return prepare_ssl4mis(root, out, labeled=(3, 7), num_classes=4)
-
-
-def _iteration_budget(iterations: int, val_interval: int) -> dict[str, Any]:
-    return {"iterations": iterations, "val_interval": val_interval}
-
-
-_ACDC_CPU = {
-    "roi_size": [128, 128],
-    "num_res_units": 0,
-    "optimizer_name": "adamw",
-    "learning_rate": 0.001,
-    "weight_decay": 0.0001,
-    "batch_size": 12,
-    "unlabeled_batch_size": 12,
-    "num_workers": 0,
-}
-
-def _brats_prepare(root: Path, out: Path, folds: int = 4, test_cases: int = 2) -> dict[str, Path]:
-    """The real BraTS folds: ``folds`` folds of ``test_cases`` test cases; of the other cases (in sorted order after
-    the test block) the first validates, the next is labelled and the rest are unlabelled; the upper bound labels all
-    of them but the validation case. Datalists ``fold<k>_1.json`` and ``fold<k>_all.json`` of 2D axial slices."""
-    from medssl.data.brats import prepare_brats
-    from medssl.data.datalist import case_id, load_datalist, save_datalist
-
-    slices = out / "slices" / "datalist.json"
-    if not slices.is_file():
-        prepare_brats(root, out / "volumes", slices2d=out / "slices")
-    entries = load_datalist(slices)["training"]
-    cases = sorted({case_id(e) for e in entries})
-    if len(cases) < folds * test_cases:
-        raise ValueError(f"{root}: {len(cases)} labelled cases, fewer than {folds} folds x {test_cases} test cases")
-    written: dict[str, Path] = {}
-    for fold in range(folds):
-        test = cases[fold * test_cases : (fold + 1) * test_cases]
-        rest = cases[(fold + 1) * test_cases :] + cases[: fold * test_cases]
-        for key, labelled in (("1", rest[1:2]), ("all", rest[1:])):
-            pick = lambda ids, keep_label=True: [  # noqa: E731
-                e if keep_label else {k: v for k, v in e.items() if k != "label"} for e in entries if case_id(e) in ids
-            ]
-            unlabelled = [c for c in rest[1:] if c not in labelled]
-            datalist = {
-                "training": pick(labelled), "unlabeled": pick(unlabelled, False), "validation": pick(rest[:1]),
-                "testing": pick(test),
-                "split": {"protocol": "brats-real folds", "fold": fold, "labeled_fraction": len(labelled) / len(rest[1:]),
-                          "labeled": labelled, "unlabeled": unlabelled, "validation": rest[:1], "testing": test},
-            }  # fmt: skip
-            written[f"{key}@{fold}"] = save_datalist(datalist, out / f"fold{fold}_{key}.json")
-    return written
-
-
-def _epoch_budget(iterations: int, val_interval: int) -> dict[str, Any]:
-    """Epoch-based bundles: one epoch per validation interval, the warm-up and ramp of the unsupervised loss over
-    20% of the run each from 20% on (as the iteration-based ACDC bundle)."""
-    epochs = max(1, iterations // val_interval)
-    return {"epochs": epochs, "val_interval": 1, "train#trainer#epoch_length": val_interval,
-            "unsup_warmup": 0.2 * epochs, "unsup_ramp": 0.2 * epochs}  # fmt: skip
-
-
-_BRATS_CPU = {
-    "roi_size": [128, 128],
-    "network_channels": [8, 16, 32, 64],
-    "embed_dim": 128,
-    "num_layers": 2,
-    "num_heads": 4,
-    "mlp_dim": 256,
-    "learning_rate": 0.001,
-    "batch_size": 8,
-    "unlabeled_batch_size": 8,
-    "sw_batch_size": 16,
-    "num_workers": 0,
-    "cache_rate": 1.0,
-}
-
-TRACKS: dict[str, Track] = {
-    "acdc": Track(
-        task="acdc",
-        protocols={
-            # 2 CPU cores: whole slices at 128 x 128, a 16-256 UNet without residual units, AdamW with poly decay
-            "cpu": Protocol(5000, 200, _ACDC_CPU, "128 x 128, UNet 16-256 (no residual units), batch 12 + 12, "
-                            "AdamW 1e-3 with poly decay, 5000 iterations", jobs=2),
-            # the papers' GPU protocol, the bundle's defaults
-            "paper": Protocol(30000, 200, {"num_workers": 4}, "256 x 256, UNet 16-256 (2 residual units), batch "
-                              "12 + 12, SGD 0.01 momentum 0.9 with poly decay, 30k iterations"),
-            # the paper protocol's code path at a size that runs in seconds (tests, a first look on a laptop)
-            "smoke": Protocol(4, 2, {**_ACDC_CPU, "roi_size": [32, 32], "network_channels": [4, 8, 16, 32, 64],
-                                     "batch_size": 2, "unlabeled_batch_size": 2, "sw_batch_size": 8},
-                              "32 x 32, UNet 4-64, 4 iterations: a check that the path runs, not a measurement"),
-        },
-        prepare=_acdc_prepare,
-        budget=_iteration_budget,
-        default_settings=("3",),
-    ),
-    "brats-real": Track(
-        task="brats2d",
-        protocols={
-            "cpu": Protocol(2000, 200, _BRATS_CPU, "2D BraTS bundle, axial slices, 128 x 128 crops, TransBTS 8-64 "
-                            "channels with a 2-layer 128-wide transformer, batch 8 + 8, AdamW 1e-3 with cosine decay, "
-                            "2000 iterations", jobs=2),
-            "smoke": Protocol(4, 2, {**_BRATS_CPU, "roi_size": [32, 32], "network_channels": [4, 8, 16, 32],
-                                     "embed_dim": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 64,
-                                     "batch_size": 2, "unlabeled_batch_size": 2},
-                              "32 x 32 crops, tiny TransBTS, 4 iterations: a check that the path runs"),
-        },
-        prepare=_brats_prepare,
-        budget=_epoch_budget,
-        default_settings=("1",),
-        replicate="fold",
-        common={"labeled_fraction": None, "val_hd95": False},
-    ),
-}
+def run_specs(methods: Sequence[str], settings: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]:
+    """The runs of ``methods`` x ``settings`` x ``seeds``, seed by seed (the upper bound once per seed)."""
+    specs = []
+    for seed in seeds:
+        for method in methods:
+            for setting in [settings[0]] if method == UPPER else settings:
+                specs.append(RunSpec(method, "all" if method == UPPER else str(setting), seed))
+    return specs

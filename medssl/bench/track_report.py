@@ -2,26 +2,22 @@
 
 Reads every ``result.json`` of a protocol's runs (:mod:`medssl.bench.track`) and writes ``runs.csv`` (one row a
 run), ``table.md`` and ``val_curves.png`` (validation Dice over iterations, one panel per method), all atomically.
-Also the ``medssl bench accuracy --track`` command.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from medssl.bench.experiment import METHODS, TASKS
-from medssl.bench.track import LOWER, TRACKS, UPPER, RunSpec, Track, run_track
+from medssl.bench.runs import METHODS, TASKS
+from medssl.bench.track import LOWER, UPPER
+from medssl.bench.tracks import TRACKS
 from medssl.data.io import atomic_path, read_json
 from medssl.visualize import save_figure
 
-__all__ = ["collect", "gap_closed", "write_report", "run_track_command"]
+__all__ = ["collect", "gap_closed", "write_report"]
 
 
 def collect(root: str | Path) -> pd.DataFrame:
@@ -142,31 +138,3 @@ def _plot_curves(runs: pd.DataFrame, path: Path) -> None:
     axes[0][0].set_ylabel("validation Dice (per volume)")
     fig.tight_layout()
     save_figure(fig, path)
-
-
-def _specs(track: Track, methods: Sequence[str], settings: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]:
-    specs = []
-    for seed in seeds:
-        for method in methods:
-            for setting in [settings[0]] if method == UPPER else settings:
-                specs.append(RunSpec(method, "all" if method == UPPER else str(setting), seed))
-    return specs
-
-
-def run_track_command(args: argparse.Namespace) -> int:
-    """``medssl bench accuracy --track NAME``: run (or finish) the asked runs, then write the report."""
-    track = TRACKS[args.track]
-    if args.protocol not in track.protocols:
-        raise ValueError(f"protocol must be one of {sorted(track.protocols)} for track {args.track}, got {args.protocol!r}")
-    out = Path(args.out or f"benchmarks/results/accuracy/{args.track}")
-    if not args.report:
-        if not args.data:
-            raise ValueError(f"--track {args.track} needs --data, the folder of its real data")
-        specs = _specs(track, args.method or [LOWER, UPPER], args.setting or list(track.default_settings),
-                       args.seed or [0])  # fmt: skip
-        results = run_track(track, args.protocol, specs, args.data, out, args.device, args.iterations, args.jobs)
-        for r in results:
-            print(json.dumps({k: r.get(k) for k in ("method", "setting", "seed")} | {"dice": r["test"]["val_mean_dice"]}))
-    table = write_report(args.track, args.protocol, out)
-    print(table.read_text())
-    return 0

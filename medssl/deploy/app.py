@@ -30,7 +30,7 @@ from medssl.data.io import write_nifti
 from medssl.deploy.infer import predict_volume
 from medssl.deploy.seg import SegmentLabel, write_dicom_seg
 from medssl.deploy.series import series_affine, sort_slices
-from medssl.inference.bundle import BundleInference
+from medssl.workflows.bundle import BundleInference
 
 __all__ = ["BundleSegmentationOperator", "SegmentationWriterOperator", "SegmentationApp", "selection_rules"]
 

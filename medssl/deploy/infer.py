@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from medssl.data.io import read_volume, write_nifti
-from medssl.inference.bundle import BundleInference
+from medssl.workflows.bundle import BundleInference
 from medssl.inference.predict import predict_to_files
 
 __all__ = ["predict_volume"]

@@ -68,7 +68,7 @@ def run_deploy(
     """
     from medssl.deploy import require_sdk
     from medssl.deploy.seg import bundle_segments
-    from medssl.inference.bundle import load_bundle_inference
+    from medssl.workflows.bundle import load_bundle_inference
     from medssl.inference.predict import predict_to_files
 
     bundle, input, output = Path(bundle), Path(input), Path(output)

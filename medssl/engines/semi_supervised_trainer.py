@@ -15,7 +15,7 @@ from monai.engines.utils import IterationEvents, default_prepare_batch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from medssl.checks import check_positive
-from medssl.engines.keys import SSLKeys
+from medssl.engines.keys import SSLEvents, SSLKeys
 from medssl.losses.semi_supervised import LossTerm, SemiSupervisedLoss
 
 __all__ = ["SemiSupervisedTrainer", "prepare_unlabeled_batch"]
@@ -57,19 +57,23 @@ class SemiSupervisedTrainer(SupervisedTrainer):
 
     Each iteration takes a labelled batch from ``train_data_loader`` (which defines the epoch) and, when an
     ``unlabeled_data_loader`` is given, an unlabelled batch from it (cycled when shorter). Both go through the network
-    together; the trainer then fires MONAI's ``FORWARD_COMPLETED``, at which pseudo-label handlers read
+    together (after :class:`~medssl.engines.keys.SSLEvents` ``INPUTS_READY``, at which handlers may replace the
+    inputs); the trainer then fires MONAI's ``FORWARD_COMPLETED``, at which pseudo-label handlers read
     ``UNLABELED_PRED`` and write ``PSEUDO_LABEL`` (and optionally ``PSEUDO_MASK``, ``THRESHOLD`` and extra weighted
     loss terms in ``LOSS_TERMS``). The loss is::
 
         supervised(pred_l, label) + w * unsupervised(pred_u, pseudo_label, mask) + sum(extra terms)
+
+    The trainer knows no method: every extra term a handler writes into ``LOSS_TERMS`` (already weighted) is added
+    as it is.
 
     where ``w`` is ``engine.state.unsup_weight`` (set each iteration by a weight-schedule handler; ``unsup_weight``
     otherwise). With no handler writing ``PSEUDO_LABEL`` the unsupervised term is absent, and with no unlabelled
     loader the trainer is exactly a supervised trainer: the lower bound of every experiment.
 
     The terms are combined by :class:`~medssl.losses.SemiSupervisedLoss`; ``engine.state.output[LOSS_TERMS]`` ends
-    each iteration as a dict of 0-d tensors (``supervised``, ``unsupervised`` and ``kl`` as weighted in the total,
-    each other extra term, ``unsup_weight``) for logging. The output stays one batch-first dict
+    each iteration as a dict of 0-d tensors (``supervised`` and ``unsupervised`` as weighted in the total, each
+    extra term, ``unsup_weight``) for logging. The output stays one batch-first dict
     (``decollate=False`` by default, since the labelled and unlabelled parts have different batch sizes), and its
     tensors are detached when the iteration ends, so handlers read it as they would a MONAI trainer's output with
     ``from_engine([...])``.
@@ -116,6 +120,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         **kwargs: Any,
     ) -> None:
         check_positive("unsup_weight", unsup_weight, strict=False)
+        kwargs["event_names"] = [*(kwargs.get("event_names") or []), SSLEvents]
         if kwargs.get("compile"):
             raise ValueError("compile=True is not supported by SemiSupervisedTrainer; compile the network instead.")
         self.unlabeled_data_loader = unlabeled_data_loader
@@ -157,8 +162,6 @@ class SemiSupervisedTrainer(SupervisedTrainer):
     def _compute_loss(self, engine: SemiSupervisedTrainer, targets: torch.Tensor) -> torch.Tensor:
         out = engine.state.output
         weight = float(getattr(engine.state, "unsup_weight", 1.0))
-        extra = dict(out.get(SSLKeys.LOSS_TERMS) or {})
-        kl = extra.pop(LossTerm.KL.value, None)
         has_pseudo = out.get(SSLKeys.PSEUDO_LABEL) is not None
         terms = engine.ssl_loss(
             out[SSLKeys.PRED],
@@ -167,11 +170,16 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             pseudo_label=out.get(SSLKeys.PSEUDO_LABEL),
             pseudo_mask=out.get(SSLKeys.PSEUDO_MASK),
             unsup_weight=weight if has_pseudo else 0.0,
-            kl=None if kl is None else torch.as_tensor(kl).mean(),
-            kl_weight=1.0,  # handlers hand over their terms already weighted
         )
         total = terms.pop(LossTerm.TOTAL.value)
-        for name, value in extra.items():
+        terms.pop(LossTerm.KL.value, None)
+        sup_weight = out.get(SSLKeys.SUPERVISED_WEIGHT)
+        if sup_weight is not None:  # a handler replaced the supervised term (mixed images) or gated it off
+            sup = terms[LossTerm.SUPERVISED.value]
+            total = total - sup + float(sup_weight) * sup
+            terms[LossTerm.SUPERVISED.value] = float(sup_weight) * sup
+        # handlers hand over their own terms already weighted (a threshold's KL, a consistency loss, ...)
+        for name, value in dict(out.get(SSLKeys.LOSS_TERMS) or {}).items():
             terms[name] = torch.as_tensor(value).mean()
             total = total + terms[name]
         logged = {name: value.detach() for name, value in terms.items()}
@@ -214,9 +222,11 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
 
         def forward_and_loss() -> torch.Tensor:
-            self._forward(engine, inputs, inputs_u)
+            engine.fire_event(SSLEvents.INPUTS_READY)
+            out = engine.state.output  # handlers may have replaced the inputs
+            self._forward(engine, out[SSLKeys.IMAGE], out.get(SSLKeys.UNLABELED_IMAGE))
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            engine.state.output[SSLKeys.LOSS] = self._compute_loss(engine, targets)
+            engine.state.output[SSLKeys.LOSS] = self._compute_loss(engine, engine.state.output[SSLKeys.LABEL])
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
             return engine.state.output[SSLKeys.LOSS]
 

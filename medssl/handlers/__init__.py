@@ -1,10 +1,9 @@
-"""Ignite handlers: pseudo-label methods (E-steps), the unsupervised weight schedule, statistics."""
+"""Ignite handlers: pseudo-label sources and E-steps, the unsupervised weight schedule, statistics, checkpoints."""
 
 from medssl.handlers.bayesian_pseudo_label import BayesianPseudoLabelHandler
 from medssl.handlers.offline_pseudo_label import OfflinePseudoLabelHandler
 from medssl.handlers.pseudo_label_stats import PseudoLabelStatsHandler, ssl_scalars
 from medssl.handlers.segpl import SegPLHandler
-from medssl.handlers.thresholding import hard_pseudo_labels, probabilities, soft_pseudo_labels
 from medssl.handlers.weight_schedule import UnsupervisedWeightSchedule, ramp_weight
 
 __all__ = [
@@ -13,9 +12,6 @@ __all__ = [
     "PseudoLabelStatsHandler",
     "SegPLHandler",
     "UnsupervisedWeightSchedule",
-    "hard_pseudo_labels",
-    "probabilities",
     "ramp_weight",
-    "soft_pseudo_labels",
     "ssl_scalars",
 ]

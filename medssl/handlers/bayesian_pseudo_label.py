@@ -11,7 +11,7 @@ from monai.engines.utils import IterationEvents
 
 from medssl.checks import check_choice, check_in_range, check_positive
 from medssl.engines.keys import SSLKeys
-from medssl.handlers.thresholding import hard_pseudo_labels, soft_pseudo_labels
+from medssl.transforms.thresholding import hard_pseudo_labels, soft_pseudo_labels
 from medssl.losses.threshold_kl import gaussian_kl
 from medssl.networks.threshold_head import ThresholdHead
 

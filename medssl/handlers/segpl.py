@@ -8,7 +8,7 @@ from monai.engines.utils import IterationEvents
 
 from medssl.checks import check_in_range, check_positive
 from medssl.engines.keys import SSLKeys
-from medssl.handlers.thresholding import hard_pseudo_labels
+from medssl.transforms.thresholding import hard_pseudo_labels
 
 __all__ = ["SegPLHandler"]
 

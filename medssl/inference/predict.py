@@ -20,23 +20,10 @@ from monai.transforms import Compose, Invertd
 
 from medssl.data.datalist import case_id, load_datalist, require_unlabeled, save_datalist
 from medssl.data.io import write_nifti
+from medssl.device import resolve_device
 from medssl.inference.optimize import optimize_for_inference
 
-__all__ = ["resolve_device", "make_sliding_window_inferer", "predict_to_files", "write_pseudolabels"]
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as a torch device; None picks CUDA when available, else the CPU.
-
-    Raises:
-        ValueError: a CUDA device is asked for on a machine without one.
-    """
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' was asked for, but CUDA is not available on this machine")
-    return device
+__all__ = ["make_sliding_window_inferer", "predict_to_files", "write_pseudolabels"]
 
 
 def make_sliding_window_inferer(

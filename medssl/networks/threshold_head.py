@@ -62,9 +62,20 @@ class ThresholdHead(nn.Module):
             conv = Conv[Conv.CONV, spatial_dims]
             last = conv(hidden_channels, 2, kernel_size=1)
             self.net = nn.Sequential(conv(in_channels, hidden_channels, kernel_size=1), nn.ReLU(), last)
-        nn.init.zeros_(last.weight)
+        self.last = last
+        self.reset_prior(init_mu, init_std)
+
+    def reset_prior(self, mu: float, std: float) -> None:
+        """Start from the prior ``N(mu, std^2)``: the last layer's weights zero, its biases ``mu`` and ``log std^2``.
+
+        Raises:
+            ValueError: ``mu`` outside (0, 1) or ``std`` not positive.
+        """
+        check_in_range("mu", mu, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        check_positive("std", std)
         with torch.no_grad():
-            last.bias.copy_(torch.tensor([init_mu, 2.0 * math.log(init_std)]))
+            self.last.weight.zero_()
+            self.last.bias.copy_(torch.tensor([mu, 2.0 * math.log(std)]))
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(mu, logvar)``, each ``(B, 1)`` per image or ``(B, 1, *spatial)`` per pixel."""

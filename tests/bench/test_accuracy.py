@@ -9,8 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from medssl.bench.accuracy import PRESETS, Preset, TaskSetting, rescore_robustness, run_accuracy, summarize
-from medssl.bench.experiment import METHODS, train_method
+from medssl.bench.accuracy import run_accuracy
+from medssl.bench.accuracy_report import summarize
+from medssl.bench.experiment import train_method
+from medssl.bench.measure import machine_info
+from medssl.bench.presets import PRESETS, Preset, TaskSetting
+from medssl.bench.robustness import rescore_robustness, robustness
+from medssl.bench.runs import METHODS, reads_pseudo_labels, run_settings
 from medssl.data.split import split_datalist_file
 from medssl.data.synthetic import synthesize
 
@@ -125,6 +130,7 @@ def test_summary_table_and_gap_closed(tmp_path):
     assert "| segpl | 0.580 (0.028) |" in table
     assert "| upper_bound | 0.750 (0.071) |" in table
     assert "| segpl | +40% |" in table
+    assert json.loads((tmp_path / "run_info.json").read_text())["machine"].keys() == machine_info().keys()
 
 
 def test_gap_closed_is_not_applicable_without_a_gap(tmp_path):
@@ -144,11 +150,30 @@ def test_presets_cover_the_protocol():
     assert set(small.tasks) == {"lung_vessel", "brats2d"}
 
 
-def test_bench_cli_rejects_a_bad_fraction(tmp_path, capsys):
-    from medssl.cli import main
+def test_runs_are_named_through_the_method_registry():
+    from medssl.methods import VARIANTS
 
-    assert main(["bench", "accuracy", "--out", str(tmp_path), "--fraction", "1.5", "--task", "lung_vessel"]) == 2
-    assert "labelled fraction must be in (0, 1)" in capsys.readouterr().err
+    assert run_settings("lower_bound") == run_settings("upper_bound") == {"ssl_method": "supervised"}
+    assert run_settings("bpl_elbo") == {"ssl_method": "bpl", "method#mode": "elbo"}
+    assert run_settings("ts_gce") == {"ssl_method": "teacher_student", "method#robust_loss": "gce"}
+    assert set(METHODS) == {"lower_bound", "upper_bound"} | (set(VARIANTS) - {"supervised"})
+    assert [m for m in METHODS if reads_pseudo_labels(m)] == ["ts_ce", "ts_gce", "ts_bce", "ts_sce"]
+    with pytest.raises(ValueError, match="method must be one of"):
+        run_settings("bpl_typo")
+
+
+def test_bench_command_rejects_a_bad_fraction(tmp_path):
+    import argparse
+
+    from medssl.commands import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["accuracy", "--out", str(tmp_path), "--fraction", "1.5", "--task", "lung_vessel"])
+    with pytest.raises(ValueError, match=r"labelled fraction must be in \(0, 1\)"):
+        bench.run(args)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["accuracy", "--method", "bpl_typo"])
 
 
 class _Parser:
@@ -167,8 +192,7 @@ def test_robustness_at_zero_strength_matches_the_evaluators_dice_for_brats_regio
     from monai.inferers import SlidingWindowInferer
     from monai.losses import DiceCELoss
 
-    from medssl.bench.accuracy import robustness
-    from medssl.engines.evaluation import build_evaluator
+    from medssl.workflows.evaluation import build_evaluator
 
     gen = torch.Generator().manual_seed(0)
     cases = []

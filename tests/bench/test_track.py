@@ -9,11 +9,12 @@ import pytest
 from _ssl4mis import make_acdc_like
 
 import medssl.bench.track as track_module
-from medssl.bench.track import TRACKS, RunSpec, run_dir_of, run_one, run_track
+from medssl.bench.track import RunSpec, run_dir_of, run_one, run_specs, run_track
 from medssl.bench.track_report import gap_closed, write_report
+from medssl.bench.tracks import TRACKS
 from medssl.cli import main
 from medssl.data.io import read_json
-from medssl.handlers.checkpoint import load_state_dict_file
+from medssl.checkpoints import load_state_dict_file
 
 ACDC = TRACKS["acdc"]
 
@@ -85,6 +86,13 @@ def test_gap_closed_per_seed():
     gaps = gap_closed(runs, "segpl", "3")
     assert gaps["closed"].tolist() == pytest.approx([0.75, -0.125])
     assert gaps["beats_lower"].tolist() == [True, False]
+
+
+def test_run_specs_run_the_upper_bound_once_per_seed():
+    specs = run_specs(["lower_bound", "upper_bound", "ts_gce"], ["3", "7"], [0, 1])
+    lower, upper = RunSpec("lower_bound", "3", 0), RunSpec("upper_bound", "all", 0)
+    assert specs[:4] == [lower, RunSpec("lower_bound", "7", 0), upper, RunSpec("ts_gce", "3", 0)]
+    assert len(specs) == 10
 
 
 def test_cli_track_needs_data_and_a_known_protocol(tmp_path, capsys):

@@ -14,7 +14,7 @@ import torch
 from _ssl4mis import make_acdc_like
 
 from medssl.cli import main
-from medssl.handlers.checkpoint import load_state_dict_file
+from medssl.checkpoints import load_state_dict_file
 
 BUNDLE = "acdc_mri_ssl_segmentation"
 TINY = {
@@ -28,8 +28,8 @@ TINY = {
     "val_interval": 2,
     "optimizer_name": "adamw",
     "learning_rate": 0.001,
-    "unsup_warmup": 0,
-    "unsup_ramp": 0,
+    "method#warmup": 0,
+    "method#ramp": 0,
 }
 
 
@@ -42,7 +42,7 @@ def acdc_data(tmp_path_factory):
 
 
 # an untrained 4-class network is never confident: a low prior lets the Bayesian cut keep voxels after 4 iterations
-@pytest.mark.parametrize("method, extra", [("supervised", {}), ("segpl", {}), ("bpl", {"prior_mu": 0.05})])
+@pytest.mark.parametrize("method, extra", [("supervised", {}), ("segpl", {}), ("bpl", {"method#prior_mu": 0.05})])
 def test_train_each_method(acdc_data, tmp_path, method, extra, workflow):
     overrides = {"bundle_root": str(tmp_path), "dataset_dir": str(acdc_data), "ssl_method": method, **TINY, **extra}
     wf = workflow(BUNDLE, ["train.json"], overrides)
@@ -106,7 +106,7 @@ def test_teacher_student_with_medssl_pseudolabel(acdc_data, tmp_path, workflow, 
     for e in data["unlabeled"]:
         assert nib.load(e["pseudo_label"]).shape == nib.load(e["image"]).shape == (32, 36)
     wf = workflow(BUNDLE, ["train.json"], {**common, "bundle_root": str(tmp_path / "s"), "datalist": str(pl / "datalist.json"),
-                                           "ssl_method": "teacher_student", "robust_loss": "gce"})  # fmt: skip
+                                           "ssl_method": "teacher_student", "method#robust_loss": "gce"})  # fmt: skip
     wf.run()
     assert float(wf.parser.get_parsed_content("train#trainer").state.output["loss_terms"]["unsupervised"]) > 0
     wf.finalize()

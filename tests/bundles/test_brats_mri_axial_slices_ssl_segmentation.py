@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from medssl.handlers.checkpoint import load_state_dict_file, load_weights
+from medssl.checkpoints import load_state_dict_file, load_weights
 from medssl.networks import TransBTS
 
 BUNDLE = "brats_mri_axial_slices_ssl_segmentation"
@@ -25,8 +25,8 @@ TINY = {
     "num_workers": 0,
     "val_interval": 1,
     "cache_rate": 0.0,
-    "unsup_warmup": 0,
-    "unsup_ramp": 0,
+    "method#warmup": 0,
+    "method#ramp": 0,
 }
 BRATS_2018 = {0, 1, 2, 4}
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from medssl.handlers.checkpoint import load_state_dict_file
+from medssl.checkpoints import load_state_dict_file
 
 TINY_NET = {"network_channels": "[4,8,16,32]", "embed_dim": "32", "num_layers": "1", "num_heads": "2", "mlp_dim": "64"}
 NET = [arg for key, value in TINY_NET.items() for arg in (f"--{key}", value)]
@@ -35,7 +35,7 @@ def test_torchrun_two_processes_bpl(request, tmp_path, bundles_dir, bundle, data
         "--bundle_root", str(out), "--datalist", str(datalist),
         "--epochs", "2", "--val_interval", "1", "--roi_size", roi, *NET, "--num_workers", "0", "--cache_rate", "0",
         "--labeled_fraction", "0.5", "--val_fraction", "0.25", "--test_fraction", "0.25",
-        "--ssl_method", "bpl", "--unsup_warmup", "0", "--unsup_ramp", "0",
+        "--ssl_method", "bpl", "--method#warmup", "0", "--method#ramp", "0",
     ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(cmd, cwd=bundles_dir / bundle, capture_output=True, text=True, timeout=300, env=env)

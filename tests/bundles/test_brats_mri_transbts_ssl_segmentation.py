@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from medssl.handlers.checkpoint import load_state_dict_file, load_weights
+from medssl.checkpoints import load_state_dict_file, load_weights
 from medssl.networks import TransBTS
 
 BUNDLE = "brats_mri_transbts_ssl_segmentation"
@@ -27,8 +27,8 @@ TINY = {
     "num_workers": 0,
     "val_interval": 1,
     "cache_rate": 0.0,
-    "unsup_warmup": 0,
-    "unsup_ramp": 0,
+    "method#warmup": 0,
+    "method#ramp": 0,
 }
 BRATS_2018 = {0, 1, 2, 4}
 REAL_CASE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brainlesion_brats_case_pseudolabel"
@@ -210,7 +210,7 @@ def test_teacher_student_with_medssl_pseudolabel(brats_data, tmp_path, workflow,
         assert nib.load(e["pseudo_label"]).shape == nib.load(e["image"][0]).shape
         assert _labels(e["pseudo_label"]) <= BRATS_2018  # written in the labels' convention, read back as such
     student = {"bundle_root": str(tmp_path / "student"), "datalist": str(pl_dir / "datalist.json")}
-    wf = workflow(BUNDLE, ["train.json"], {**common, **student, "ssl_method": "teacher_student", "robust_loss": "gce"})
+    wf = workflow(BUNDLE, ["train.json"], {**common, **student, "ssl_method": "teacher_student", "method#robust_loss": "gce"})
     wf.run()
     terms = wf.parser.get_parsed_content("train#trainer").state.output["loss_terms"]
     assert torch.isfinite(terms["unsupervised"]) and float(terms["unsupervised"]) > 0

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from medssl.handlers.checkpoint import load_state_dict_file
+from medssl.checkpoints import load_state_dict_file
 
 BUNDLE = "lung_vessel_ct_ssl_segmentation"
-TINY = {"roi_size": "[16,16,16]", "num_workers": 0, "val_interval": 1, "cache_rate": 0.0, "unsup_warmup": 0, "unsup_ramp": 0}
+TINY = {"roi_size": "[16,16,16]", "num_workers": 0, "val_interval": 1, "cache_rate": 0.0, "method#warmup": 0, "method#ramp": 0}
 
 
 def _train_overrides(root, out, method, epochs=1, **extra):
@@ -130,7 +130,7 @@ def test_teacher_student_with_medssl_pseudolabel(lung_data, tmp_path, workflow, 
     for e in pl["unlabeled"]:
         assert nib.load(e["pseudo_label"]).shape == nib.load(e["image"]).shape
     for loss in ("gce", "sce"):
-        wf = workflow(BUNDLE, ["train.json"], {**common, "bundle_root": str(tmp_path / loss), "datalist": str(pl_dir / "datalist.json"), "ssl_method": "teacher_student", "robust_loss": loss})
+        wf = workflow(BUNDLE, ["train.json"], {**common, "bundle_root": str(tmp_path / loss), "datalist": str(pl_dir / "datalist.json"), "ssl_method": "teacher_student", "method#robust_loss": loss})
         wf.run()
         terms = wf.parser.get_parsed_content("train#trainer").state.output["loss_terms"]
         assert float(terms["unsupervised"]) > 0

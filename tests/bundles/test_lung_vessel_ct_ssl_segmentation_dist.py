@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from medssl.handlers.checkpoint import load_state_dict_file
+from medssl.checkpoints import load_state_dict_file
 
 BUNDLE = "lung_vessel_ct_ssl_segmentation"
 
@@ -25,7 +25,7 @@ def test_torchrun_two_processes(lung_data, tmp_path, bundles_dir, method):
         "--bundle_root", str(out), "--dataset_dir", str(lung_data / "data"),
         "--epochs", "2", "--val_interval", "1", "--roi_size", "[16,16,16]", "--num_workers", "0",
         "--labeled_fraction", "0.5", "--val_fraction", "0.25", "--test_fraction", "0.25",
-        "--ssl_method", method, "--unsup_warmup", "0", "--unsup_ramp", "0",
+        "--ssl_method", method, "--method#warmup", "0", "--method#ramp", "0",
     ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(cmd, cwd=bundles_dir / BUNDLE, capture_output=True, text=True, timeout=300, env=env)

@@ -11,7 +11,7 @@ from monai.data import DataLoader, Dataset
 
 from medssl.data.io import write_nifti
 from medssl.data.slices import stack_slices
-from medssl.engines.evaluation import build_evaluator
+from medssl.workflows.evaluation import build_evaluator
 from medssl.errors import DataError
 from medssl.inference.slices import ResizedSliceInferer
 from medssl.transforms.presets import acdc_transforms

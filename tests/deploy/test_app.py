@@ -19,7 +19,7 @@ from medssl.data.io import read_volume, write_nifti  # noqa: E402
 from medssl.deploy.run import run_deploy  # noqa: E402
 from medssl.deploy.series import scan_dicom_folder, sort_slices  # noqa: E402
 from medssl.errors import DataError  # noqa: E402
-from medssl.inference.bundle import load_bundle_inference  # noqa: E402
+from medssl.workflows.bundle import load_bundle_inference  # noqa: E402
 from medssl.inference.predict import predict_to_files  # noqa: E402
 
 from .conftest import LUNG_BUNDLE, REPO, TEST_ROI, shared_series  # noqa: E402

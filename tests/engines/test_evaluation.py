@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.data import DataLoader, MetaTensor
 
-from medssl.engines.evaluation import build_evaluator
+from medssl.workflows.evaluation import build_evaluator
 
 
 def _dice(p, g):

@@ -18,9 +18,9 @@ from medssl.data.datalist import load_datalist
 from medssl.data.split import split_datalist_file
 from medssl.data.synthetic import synthesize
 from medssl.engines import SemiSupervisedTrainer, SSLKeys
-from medssl.engines.evaluation import build_evaluator
-from medssl.handlers.methods import ssl_handlers, unsupervised_loss, uses_unlabeled
+from medssl.workflows.evaluation import build_evaluator
 from medssl.inference.predict import make_sliding_window_inferer, write_pseudolabels
+from medssl.methods import build_method
 from medssl.networks import ThresholdHead
 from medssl.transforms.presets import lung_vessel_transforms
 
@@ -46,9 +46,12 @@ def _loader(entries, stage, pseudo=False):
 
 def _train(data, method, robust_loss="ce", bpl_mode="kl_only", epochs=2, init_mu=0.5):
     net = _net()
-    head = ThresholdHead(3, in_channels=8, init_mu=init_mu, init_std=0.1) if method == "bpl" else None
+    head = ThresholdHead(3, in_channels=8) if method == "bpl" else None
     # "model.1" is the last decoder stage before the output layer (8 channels at half resolution)
-    handlers = ssl_handlers(method, head=head, feature_layer="model.1", bpl_mode=bpl_mode, prior_mu=0.5, prior_std=0.1)
+    settings = {"warmup": 0, "ramp": 0, "prior_mu": 0.5, "prior_std": 0.1, "mode": bpl_mode, "robust_loss": robust_loss}
+    ssl = build_method(method, settings, network=net, head=head, feature_layer="model.1", run_length=epochs)
+    if head is not None:
+        head.reset_prior(init_mu, 0.1)  # where the head starts (the method starts it at its prior)
     trainer = SemiSupervisedTrainer(
         device="cpu",
         max_epochs=epochs,
@@ -56,11 +59,11 @@ def _train(data, method, robust_loss="ce", bpl_mode="kl_only", epochs=2, init_mu
         network=net,
         optimizer=torch.optim.Adam(net.parameters(), 1e-3),
         loss_function=DiceCELoss(sigmoid=True),
-        unlabeled_data_loader=_loader(data["unlabeled"], "unlabeled", pseudo=method == "teacher_student")
-        if uses_unlabeled(method)
+        unlabeled_data_loader=_loader(data["unlabeled"], "unlabeled", pseudo=ssl.reads_pseudo_labels)
+        if ssl.uses_unlabeled
         else None,
-        unsup_loss_function=unsupervised_loss(method, robust_loss),
-        train_handlers=handlers,
+        unsup_loss_function=ssl.unsup_loss,
+        train_handlers=ssl.handlers,
     )
     losses = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[SSLKeys.LOSS])))

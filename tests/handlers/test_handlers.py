@@ -15,11 +15,10 @@ from medssl.handlers import (
     PseudoLabelStatsHandler,
     SegPLHandler,
     UnsupervisedWeightSchedule,
-    hard_pseudo_labels,
-    soft_pseudo_labels,
     ssl_scalars,
 )
 from medssl.networks import ThresholdHead
+from medssl.transforms.thresholding import hard_pseudo_labels, soft_pseudo_labels
 
 
 def _engine(output=None, **state):

@@ -10,7 +10,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from medssl.errors import DataError
-from medssl.inference.bundle import is_torchscript, load_bundle_inference
+from medssl.workflows.bundle import is_torchscript, load_bundle_inference
 from medssl.inference.optimize import optimize_for_inference
 
 LUNG = Path(__file__).resolve().parents[2] / "bundles" / "lung_vessel_ct_ssl_segmentation"

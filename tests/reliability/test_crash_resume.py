@@ -21,7 +21,8 @@ import pytest
 import torch
 from _reliability import BUNDLES, LUNG, LUNG_TINY, bundle_command, bundle_env, run_bundle
 
-from medssl.handlers.checkpoint import AtomicCheckpointSaver, RNGState, load_state_dict_file
+from medssl.checkpoints import load_state_dict_file
+from medssl.handlers.checkpoint import AtomicCheckpointSaver, RNGState
 
 EPOCHS = 6
 ITERS_PER_EPOCH = 4  # 10 cases: 1 test, 1 validation, 4 labelled and 4 unlabelled, batch size 1
@@ -46,8 +47,8 @@ def _overrides(data: Path, out: Path, **extra) -> dict:
         "test_fraction": 0.1,
         "batch_size": 1,
         "unlabeled_batch_size": 1,
-        "unsup_warmup": 0,
-        "unsup_ramp": 0,
+        "method#warmup": 0,
+        "method#ramp": 0,
         "seed": 7,
         **LUNG_TINY,
         "val_interval": 1000,  # no validation: the test is about the trainer's state

@@ -14,7 +14,7 @@ from medssl.engines.keys import SSLKeys
 def _run(lung_data, out, seed: int) -> dict[str, list[float]]:
     overrides = {"bundle_root": str(out), "dataset_dir": str(lung_data / "data"), "epochs": 2, "seed": seed,
                  "labeled_fraction": 0.5, "val_fraction": 0.25, "test_fraction": 0.25, "ssl_method": "bpl",
-                 "unsup_warmup": 0, "unsup_ramp": 0, **LUNG_TINY}  # fmt: skip
+                 "method#warmup": 0, "method#ramp": 0, **LUNG_TINY}  # fmt: skip
     wf = workflow_of(LUNG, ["train.json"], overrides)
     trainer = wf.parser.get_parsed_content("train#trainer")
     evaluator = wf.parser.get_parsed_content("validate#evaluator")

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 
 from medssl.engines import SemiSupervisedTrainer, SSLKeys
 from medssl.errors import DataError
-from medssl.handlers.checkpoint import AtomicCheckpointSaver, load_state_dict_file, load_weights, resume_handlers
+from medssl.checkpoints import load_state_dict_file, load_weights
+from medssl.handlers.checkpoint import AtomicCheckpointSaver, resume_handlers
 from medssl.handlers.nonfinite import NonFiniteGuard
 
 

@@ -25,7 +25,8 @@ from monai.transforms import Activationsd, AsDiscreted, Compose
 
 from medssl.checks import check_choice
 from medssl.handlers.per_case_metrics import PerCaseMetricsWriter
-from medssl.inference.predict import make_sliding_window_inferer, resolve_device
+from medssl.device import resolve_device
+from medssl.inference.predict import make_sliding_window_inferer
 from medssl.transforms.brats_labels import REGION_NAMES, BratsToRegionsd
 
 __all__ = ["TASKS", "evaluation_postprocessing", "channel_names", "build_evaluator"]
