@@ -21,11 +21,18 @@ from typing import Any
 from torch import nn
 
 from medssl.checks import check_choice
-from medssl.handlers.bayesian_pseudo_label import BayesianPseudoLabelHandler
+from medssl.handlers.consistency import MeanTeacherConsistency
+from medssl.handlers.copy_paste import CopyPasteHandler
+from medssl.handlers.ema_teacher import EMATeacher
+from medssl.handlers.gate import LabelledForegroundGate, PseudoLabelGate
+from medssl.handlers.learned_threshold import FixedThreshold, LearnedThreshold
 from medssl.handlers.offline_pseudo_label import OfflinePseudoLabelHandler
+from medssl.handlers.pseudo_label import PseudoLabelHandler
 from medssl.handlers.pseudo_label_stats import PseudoLabelStatsHandler
-from medssl.handlers.segpl import SegPLHandler
+from medssl.handlers.vat import VATHandler
+from medssl.handlers.weak_strong import WeakToStrongHandler
 from medssl.handlers.weight_schedule import UnsupervisedWeightSchedule
+from medssl.networks.layers import encoder_feature_layers
 from medssl.losses.robust import BetaCrossEntropyLoss, GeneralizedCrossEntropyLoss, SymmetricCrossEntropyLoss
 from medssl.losses.semi_supervised import MaskedDiceCELoss
 
@@ -41,6 +48,7 @@ __all__ = [
     "build_method",
     "resolve_settings",
     "reads_pseudo_labels",
+    "strong_views",
     "uses_unlabeled",
     "variant",
     "describe",
@@ -51,8 +59,18 @@ READS = ("labelled only", "unlabelled images", "pseudo-label files")
 ROBUST_LOSSES = ("ce", "gce", "bce", "sce")
 
 #: Settings of every method that trains on unlabelled data: the weight schedule of the unsupervised loss, as
-#: fractions of the run (warm-up at weight 0, then a linear ramp to ``max_weight``), and the collapse warning.
-SCHEDULE = {"max_weight": 1.0, "warmup": 0.2, "ramp": 0.2, "collapse_patience": 50}
+#: fractions of the run (warm-up at weight 0, then a linear ramp to ``max_weight``; the authors of paper 000 start at
+#: 40% of the run and reach full weight at 50%), optionally started early by the validation Dice (``start_dice``,
+#: ``start_patience``), the collapse warning, and the labelled gate of 3D crops (``label_gate``: no supervised loss
+#: on a labelled batch under that foreground share, as the authors do in 3D; 0 disables).
+SCHEDULE = {"max_weight": 1.0, "warmup": 0.4, "ramp": 0.1, "start_dice": None, "start_patience": 3,
+            "collapse_patience": 50, "label_gate": 0.0}  # fmt: skip
+#: The learned threshold of paper 000, for any method that takes one (see medssl.handlers.learned_threshold).
+LEARNED = {"prior_mu": 0.5, "prior_std": 0.1, "mode": "elbo", "samples": 256, "tau": 0.05, "kl_weight": 0.1}
+#: Where pseudo-labels come from: the student's own predictions, or an EMA teacher's (mean teacher's) with this decay.
+SOURCE = {"source": "student", "ema_decay": 0.99}
+#: The pseudo-label gate: no pseudo-label loss (nor KL) under this foreground share, or a threshold outside the range.
+GATE = {"gate_foreground": 0.005, "gate_threshold_range": (0.01, 0.99)}
 
 
 @dataclass
@@ -63,6 +81,8 @@ class MethodContext:
     #: a learned-threshold head and the network layer whose features it reads (``feature_layer``)
     head: nn.Module | None = None
     feature_layer: str | None = None
+    #: the validation engine (a schedule started by the validation Dice watches it)
+    evaluator: Any = None
     #: length of the run in ``unit`` ("epochs" or "iterations"), to turn schedule fractions into lengths
     run_length: float = 1.0
     unit: str = "epochs"
@@ -97,12 +117,18 @@ class SSLMethod:
         """The trainable parameters of the method's own modules (for the optimiser)."""
         return [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]
 
+    def _stateful(self) -> dict[str, Any]:
+        items: dict[str, Any] = dict(self.modules)
+        items.update({f"handler{i}": h for i, h in enumerate(self.handlers) if hasattr(h, "state_dict")})
+        return items
+
     def state_dict(self) -> dict[str, Any]:
-        return {name: m.state_dict() for name, m in self.modules.items()}
+        """What the method keeps between iterations (an EMA teacher, where a schedule started), for a checkpoint."""
+        return {name: obj.state_dict() for name, obj in self._stateful().items()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for name, m in self.modules.items():
-            m.load_state_dict(state[name])
+        for name, obj in self._stateful().items():
+            obj.load_state_dict(state[name])
 
 
 Builder = Callable[[dict[str, Any], MethodContext], SSLMethod]
@@ -120,6 +146,8 @@ class Method:
     summary: str
     #: the method trains the bundle's learned-threshold head (a multi-GPU config wraps the head in DDP then)
     uses_head: bool = False
+    #: strongly augmented copies of each unlabelled image the loader must add (weak-to-strong methods)
+    strong_views: int = 0
 
     def __post_init__(self) -> None:
         check_choice("reads", self.reads, READS)
@@ -200,46 +228,65 @@ def describe() -> list[str]:
 
 def _schedule(settings: Mapping[str, Any], context: MethodContext) -> list[Any]:
     length = float(context.run_length)
-    return [
+    handlers: list[Any] = [
         UnsupervisedWeightSchedule(
             max_weight=settings["max_weight"],
             warmup=settings["warmup"] * length,
             ramp=settings["ramp"] * length,
             unit=context.unit,
+            start_dice=settings["start_dice"],
+            evaluator=context.evaluator if settings["start_dice"] is not None else None,
+            patience=settings["start_patience"],
         )
     ]
+    if settings["label_gate"] > 0:
+        handlers.append(LabelledForegroundGate(settings["label_gate"]))
+    return handlers
 
 
-def _with_stats(method: SSLMethod, settings: Mapping[str, Any]) -> SSLMethod:
-    method.handlers.append(PseudoLabelStatsHandler(patience=settings["collapse_patience"]))
-    return method
+def _gate(settings: Mapping[str, Any]) -> PseudoLabelGate:
+    return PseudoLabelGate(settings["gate_foreground"], settings["gate_threshold_range"])
+
+
+def _threshold(settings: Mapping[str, Any], context: MethodContext, fixed: float | None) -> FixedThreshold | LearnedThreshold:
+    """A fixed cut, or (``fixed`` None) the learned threshold of paper 000 on the bundle's head, started at the prior."""
+    if fixed is not None:
+        return FixedThreshold(fixed)
+    if context.head is None or not context.feature_layer:
+        raise ValueError("a learned threshold needs the bundle's threshold head and the feature_layer it reads.")
+    getattr(context.head, "module", context.head).reset_prior(settings["prior_mu"], settings["prior_std"])
+    return LearnedThreshold(
+        context.head, context.feature_layer, prior_mu=settings["prior_mu"], prior_std=settings["prior_std"],
+        mode=settings["mode"], samples=settings["samples"], tau=settings["tau"], kl_weight=settings["kl_weight"],
+        temperature=settings["temperature"],
+    )  # fmt: skip
+
+
+def _method(name: str, settings: dict[str, Any], context: MethodContext, handlers: list[Any], loss=None) -> SSLMethod:
+    """The method: its schedule (and labelled gate), its own handlers, then the pseudo-label statistics."""
+    all_handlers = _schedule(settings, context) + handlers + [PseudoLabelStatsHandler(patience=settings["collapse_patience"])]
+    return SSLMethod(name, settings, REGISTRY[name].reads, all_handlers, loss)
+
+
+def _teacher(settings: Mapping[str, Any], context: MethodContext, restart: bool = False) -> EMATeacher:
+    if context.network is None:
+        raise ValueError("an EMA teacher needs the network it averages.")
+    return EMATeacher(context.network, decay=settings["ema_decay"], restart_when_unsupervised=restart)
 
 
 def _supervised(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
-    return SSLMethod("supervised", settings, READS[0])
+    gate = [LabelledForegroundGate(settings["label_gate"])] if settings["label_gate"] > 0 else []
+    return SSLMethod("supervised", settings, READS[0], gate)
 
 
-def _segpl(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
-    handlers = _schedule(settings, context) + [SegPLHandler(settings["threshold"], settings["temperature"])]
-    return _with_stats(SSLMethod("segpl", settings, READS[1], handlers, MaskedDiceCELoss()), settings)
+def _pseudo_label(name: str, fixed: bool) -> Builder:
+    def build(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
+        handlers: list[Any] = [_teacher(settings, context)] if settings["source"] == "teacher" else []
+        threshold = _threshold(settings, context, settings["threshold"] if fixed else None)
+        handlers.append(PseudoLabelHandler(threshold, settings["source"], settings["temperature"], _gate(settings)))
+        return _method(name, settings, context, handlers, MaskedDiceCELoss())
 
-
-def _bpl(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
-    if context.head is None or not context.feature_layer:
-        raise ValueError("ssl_method 'bpl' needs a threshold head and the feature_layer it reads.")
-    getattr(context.head, "module", context.head).reset_prior(settings["prior_mu"], settings["prior_std"])
-    handler = BayesianPseudoLabelHandler(
-        context.head,
-        context.feature_layer,
-        prior_mu=settings["prior_mu"],
-        prior_std=settings["prior_std"],
-        mode=settings["mode"],
-        temperature=settings["temperature"],
-        tau=settings["tau"],
-        kl_weight=settings["kl_weight"],
-    )
-    method = SSLMethod("bpl", settings, READS[1], _schedule(settings, context) + [handler], MaskedDiceCELoss())
-    return _with_stats(method, settings)
+    return build
 
 
 def _robust_loss(settings: Mapping[str, Any]) -> nn.Module:
@@ -254,45 +301,101 @@ def _robust_loss(settings: Mapping[str, Any]) -> nn.Module:
 
 
 def _teacher_student(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
-    handlers = _schedule(settings, context) + [OfflinePseudoLabelHandler()]
-    method = SSLMethod("teacher_student", settings, READS[2], handlers, _robust_loss(settings))
-    return _with_stats(method, settings)
+    return _method("teacher_student", settings, context, [OfflinePseudoLabelHandler()], _robust_loss(settings))
 
 
-register(Method("supervised", READS[0], "-", {}, _supervised, "the labelled cases only: the lower bound"))
+def _mean_teacher(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
+    return _method("mean_teacher", settings, context, [_teacher(settings, context), MeanTeacherConsistency()])
+
+
+def _weak_strong(name: str, views: int) -> Builder:
+    def build(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
+        fixed = settings["threshold"] if settings["threshold_mode"] == "fixed" else None
+        threshold = _threshold(settings, context, fixed)
+        layers = (settings["perturb_layers"] or encoder_feature_layers(context.network)) if views == 2 else []
+        handler = WeakToStrongHandler(threshold, views=views, perturb_layers=layers, dropout=settings["dropout"],
+                                      cutmix_prob=settings["cutmix_prob"], temperature=settings["temperature"],
+                                      gate=_gate(settings))  # fmt: skip
+        return _method(name, settings, context, [handler], MaskedDiceCELoss())
+
+    return build
+
+
+def _bcp(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
+    handlers = [_teacher(settings, context, restart=True), CopyPasteHandler(settings["side_ratio"], settings["alpha"])]
+    return _method("bcp", settings, context, handlers)
+
+
+def _vat(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
+    handler = VATHandler(xi=settings["xi"], eps=settings["eps"], iterations=settings["power_iterations"])
+    return _method("vat", settings, context, [handler])
+
+
+_PAPER_000 = "Xu et al., arXiv 2305.01747"
 register(
-    Method(
-        "segpl",
-        READS[1],
-        "Xu et al., arXiv 2305.01747",
-        {**SCHEDULE, "threshold": 0.5, "temperature": 1.0},
-        _segpl,
-        "EM pseudo-labels: predictions cut at a fixed threshold",
-    )
+    Method("supervised", READS[0], "-", {"label_gate": 0.0}, _supervised, "the labelled cases only: the lower bound")
 )
 register(
     Method(
-        "bpl",
-        READS[1],
-        "Xu et al., arXiv 2305.01747",
-        {**SCHEDULE, "prior_mu": 0.5, "prior_std": 0.1, "mode": "kl_only", "temperature": 2.0, "tau": 0.05,
-         "kl_weight": 0.1},  # fmt: skip
-        _bpl,
-        "Bayesian pseudo-labels: the threshold learned by variational inference",
+        "segpl", READS[1], _PAPER_000, {**SCHEDULE, "threshold": 0.5, "temperature": 1.0, **SOURCE, **GATE},
+        _pseudo_label("segpl", True), "EM pseudo-labels: predictions cut at a fixed threshold",
+    ),
+    variants={"segpl": {}, "segpl_ema": {"source": "teacher"}},
+)
+register(
+    Method(
+        "bpl", READS[1], _PAPER_000, {**SCHEDULE, **LEARNED, "temperature": 1.0, **SOURCE, **GATE},
+        _pseudo_label("bpl", False), "Bayesian pseudo-labels: the threshold learned by variational inference",
         uses_head=True,
     ),
     variants={"bpl_kl_only": {"mode": "kl_only"}, "bpl_elbo": {"mode": "elbo"}},
 )
 register(
     Method(
-        "teacher_student",
-        READS[2],
-        "Cui, Akrami et al., arXiv 2203.01524",
+        "teacher_student", READS[2], "Cui, Akrami et al., arXiv 2203.01524",
         {**SCHEDULE, "robust_loss": "ce", "q": 0.7, "beta": 0.001, "alpha": 0.01, "gamma": 1.0},
-        _teacher_student,
-        "a teacher's offline pseudo-labels with a robust loss (ce, gce, bce, sce)",
+        _teacher_student, "a teacher's offline pseudo-labels with a robust loss (ce, gce, bce, sce)",
     ),
     variants={f"ts_{loss}": {"robust_loss": loss} for loss in ROBUST_LOSSES},
+)
+register(
+    Method(
+        "mean_teacher", READS[1], "Tarvainen & Valpola, NeurIPS 2017",
+        {**SCHEDULE, "max_weight": 0.1, "warmup": 0.0, "ramp": 0.4, "ema_decay": 0.99},
+        _mean_teacher, "EMA teacher: consistency of the student's softmax with its moving average's",
+    )
+)
+_WEAK_STRONG = {**SCHEDULE, "warmup": 0.0, "ramp": 0.0, "threshold": 0.95, "threshold_mode": "fixed", **LEARNED,
+                "temperature": 1.0, "cutmix_prob": 0.5, "dropout": 0.5, "perturb_layers": None, **GATE}  # fmt: skip
+register(
+    Method(
+        "fixmatch", READS[1], "Sohn et al., NeurIPS 2020", _WEAK_STRONG, _weak_strong("fixmatch", 1),
+        "pseudo-labels of the weak view, the loss on a strong CutMixed view where confident",
+        uses_head=True, strong_views=1,
+    ),
+    variants={"fixmatch": {}, "fixmatch_learned": {"threshold_mode": "learned"}},
+)
+register(
+    Method(
+        "unimatch", READS[1], "Yang et al., CVPR 2023", {**_WEAK_STRONG, "max_weight": 0.25},
+        _weak_strong("unimatch", 2), "FixMatch with two strong views and encoder-feature dropout",
+        uses_head=True, strong_views=2,
+    ),
+    variants={"unimatch": {}, "unimatch_learned": {"threshold_mode": "learned"}},
+)
+register(
+    Method(
+        "bcp", READS[1], "Bai et al., CVPR 2023",
+        {**SCHEDULE, "warmup": 0.25, "ramp": 0.0, "ema_decay": 0.99, "side_ratio": 2 / 3, "alpha": 0.5},
+        _bcp, "bidirectional copy-paste of labelled and unlabelled images, EMA-teacher pseudo-labels",
+    )
+)
+register(
+    Method(
+        "vat", READS[1], "Miyato et al., TPAMI 2018 (paper 003)",
+        {**SCHEDULE, "warmup": 0.1, "ramp": 0.0, "xi": 1e-6, "eps": 2.0, "power_iterations": 1},
+        _vat, "virtual adversarial training: consistency under the worst small perturbation",
+    )
 )
 
 
@@ -305,3 +408,8 @@ def uses_unlabeled(name: str) -> bool:
 def reads_pseudo_labels(name: str) -> bool:
     """Whether method ``name`` reads a teacher's ``pseudo_label`` files with the unlabelled images."""
     return REGISTRY[check_choice("ssl_method", name, tuple(REGISTRY))].reads == READS[2]
+
+
+def strong_views(name: str) -> int:
+    """How many strongly augmented copies of each unlabelled image method ``name`` needs from the loader."""
+    return REGISTRY[check_choice("ssl_method", name, tuple(REGISTRY))].strong_views

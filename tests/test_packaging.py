@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +23,15 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # a clean copy: setuptools' build/ folder of the checkout may hold deleted modules
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "models", "runs", "eval")
+    source.mkdir()
+    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, source / name)
+    for name in ("medssl", "bundles"):
+        shutil.copytree(REPO / name, source / name, ignore=ignore)
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(source)],
         capture_output=True, text=True, encoding="utf-8",
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-3000:]

@@ -1,6 +1,8 @@
 """The speed benchmark's ``train`` phase: what one training iteration of each semi-supervised method costs.
 
-Each method of :data:`TRAIN_METHODS` (names of :data:`medssl.methods.REGISTRY`) is built by
+Methods that take more passes cost more: an EMA teacher's forward on the unlabelled images, a strong view each
+(FixMatch one, UniMatch two plus the feature-perturbation pass), VAT's power iteration and perturbed pass. The
+report gives each method's ratio to the supervised iteration. Each method of :data:`TRAIN_METHODS` (names of :data:`medssl.methods.REGISTRY`) is built by
 :func:`medssl.methods.build_method` and trains on the real :class:`~medssl.engines.SemiSupervisedTrainer` with the
 lung-vessel bundle's network, against the supervised iteration with the same number of images in the batch
 (labelled + unlabelled). Iterations alternate between methods (A, B, A, B, ... with the order swapped each round).
@@ -19,6 +21,7 @@ from torch import nn
 from medssl.bench.measure import median, mib, timed
 from medssl.bench.sizes import LUNG_BUNDLE, LUNG_FEATURE_LAYER, LUNG_ROI, lung_network
 from medssl.methods import REGISTRY, build_method
+from medssl.transforms.presets import STRONG_KEYS
 
 __all__ = ["TRAIN_METHODS", "bench_training"]
 
@@ -33,7 +36,9 @@ def _blob_labels(n: int, roi: Sequence[int], gen: torch.Generator) -> torch.Tens
     return (smooth > 1.0).float()
 
 
-def _train_batches(n_l: int, n_u: int, roi: Sequence[int], with_pseudo: bool, seed: int = 0) -> tuple[dict, dict]:
+def _train_batches(
+    n_l: int, n_u: int, roi: Sequence[int], with_pseudo: bool, strong: int = 0, seed: int = 0
+) -> tuple[dict, dict]:
     gen = torch.Generator().manual_seed(seed)
     labels = _blob_labels(n_l, roi, gen)
     labelled = {"image": labels * 0.6 + 0.2 * torch.rand(n_l, 1, *roi, generator=gen), "label": labels}
@@ -41,6 +46,8 @@ def _train_batches(n_l: int, n_u: int, roi: Sequence[int], with_pseudo: bool, se
     unlabelled = {"image": pseudo * 0.6 + 0.2 * torch.rand(n_u, 1, *roi, generator=gen)}
     if with_pseudo:
         unlabelled["pseudo_label"] = pseudo
+    for key in STRONG_KEYS[:strong]:  # the strong views the loader adds (their augmentation runs in loader workers)
+        unlabelled[key] = unlabelled["image"] * 1.2 + 0.05 * torch.rand(n_u, 1, *roi, generator=gen)
     return labelled, unlabelled
 
 
@@ -58,7 +65,8 @@ def _build_trainer(name: str, network: nn.Module, device: torch.device, n_l: int
     )  # fmt: skip
     # the supervised iteration has as many images as a semi-supervised one, all labelled
     labelled, unlabelled = _train_batches(
-        n_l if method.uses_unlabeled else n_l + n_u, n_u, roi, with_pseudo=method.reads_pseudo_labels
+        n_l if method.uses_unlabeled else n_l + n_u, n_u, roi, with_pseudo=method.reads_pseudo_labels,
+        strong=REGISTRY[name].strong_views,
     )
     optimizer = torch.optim.AdamW(network.parameters(), lr=3e-4, weight_decay=1e-5)
     return SemiSupervisedTrainer(

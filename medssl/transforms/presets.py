@@ -16,6 +16,9 @@ from collections.abc import Sequence
 
 from monai.transforms import (
     Compose,
+    CopyItemsd,
+    RandAdjustContrastd,
+    RandGaussianSmoothd,
     RandRotate90d,
     RandRotated,
     Resized,
@@ -39,10 +42,35 @@ from medssl.transforms.ct import DEFAULT_LUNG_WINDOW, CTWindowd
 from medssl.transforms.slices import StackSlicesd
 from medssl.transforms.validate import ValidateCased
 
-__all__ = ["STAGES", "lung_vessel_transforms", "brats_transforms", "acdc_transforms", "ACDC_CLASSES"]
+__all__ = ["STAGES", "STRONG_KEYS", "lung_vessel_transforms", "brats_transforms", "acdc_transforms", "strong_views", "ACDC_CLASSES"]
 
 STAGES = ("train", "unlabeled", "eval", "infer")
 PSEUDO_KEY = "pseudo_label"
+#: keys of the strongly augmented copies of an unlabelled image (weak-to-strong methods)
+STRONG_KEYS = ("image_strong1", "image_strong2")
+
+
+def strong_views(views: int, spatial_dims: int) -> list:
+    """Transforms that add ``views`` strongly augmented copies of ``image`` (``image_strong1``, ...), pixel-aligned with
+    it: put them after the spatial (weak) augmentation of an unlabelled pipeline.
+
+    Each copy independently: brightness (intensity scaled by up to +-50%) and contrast (gamma 0.5-1.5) with
+    probability 0.8, and Gaussian blur (sigma 0.1-2 voxels) with probability 0.5, the strong augmentation of UniMatch
+    for grey-level images (colour jitter 0.5 and blur); the CutMix part is done per batch by the method.
+    """
+    if views <= 0:
+        return []
+    if views > len(STRONG_KEYS):
+        raise ValueError(f"at most {len(STRONG_KEYS)} strong views, got {views}.")
+    keys = list(STRONG_KEYS[:views])
+    xforms: list = [CopyItemsd("image", times=views, names=keys)]
+    for key in keys:
+        xforms += [
+            RandScaleIntensityd(key, factors=0.5, prob=0.8),
+            RandAdjustContrastd(key, gamma=(0.5, 1.5), prob=0.8),
+            RandGaussianSmoothd(key, sigma_x=(0.1, 2.0), sigma_y=(0.1, 2.0), sigma_z=(0.1, 2.0), prob=0.5),
+        ]
+    return xforms
 
 
 def _check(stage: str, roi_size: Sequence[int], num_samples: int, spatial_dims: int) -> tuple[int, ...]:
@@ -92,6 +120,7 @@ def lung_vessel_transforms(
     num_samples: int = 2,
     window: Sequence[float] = DEFAULT_LUNG_WINDOW,
     pseudo_labels: bool = False,
+    strong: int = 0,
 ) -> Compose:
     """Pipeline of the 3D lung-vessel CT task: one CT channel in HU windowed to [0, 1], binary vessel labels.
 
@@ -101,6 +130,7 @@ def lung_vessel_transforms(
         num_samples: patches per case per iteration (train and unlabelled stages).
         window: HU window mapped to [0, 1].
         pseudo_labels: the unlabelled cases carry an offline ``pseudo_label`` (teacher-student).
+        strong: strongly augmented copies of each unlabelled patch (:func:`strong_views`).
     """
     roi = _check(stage, roi_size, num_samples, 3)
     labelled = stage in ("train", "eval")
@@ -125,6 +155,8 @@ def lung_vessel_transforms(
     ]
     if stage in ("train", "unlabeled"):
         xforms += _crops_and_flips(stage, roi, num_samples, keys, image_threshold=0.0, cache_indices=False)
+    if stage == "unlabeled":
+        xforms += strong_views(strong, 3)
     return Compose(xforms)
 
 
@@ -135,6 +167,7 @@ def brats_transforms(
     num_samples: int = 1,
     label_convention: str = "2018",
     pseudo_labels: bool = False,
+    strong: int = 0,
 ) -> Compose:
     """Pipeline of the BraTS tasks: four MRI channels (t1, t1ce, t2, flair), labels to contiguous 0..3.
 
@@ -148,6 +181,7 @@ def brats_transforms(
         num_samples: patches per case per iteration.
         label_convention: convention of the label files (and of offline pseudo-labels).
         pseudo_labels: the unlabelled cases carry an offline ``pseudo_label``.
+        strong: strongly augmented copies of each unlabelled patch (:func:`strong_views`).
     """
     check_choice("spatial_dims", spatial_dims, (2, 3))
     roi = _check(stage, roi_size, num_samples, spatial_dims)
@@ -193,6 +227,8 @@ def brats_transforms(
             RandScaleIntensityd("image", factors=0.1, prob=0.5),
             RandShiftIntensityd("image", offsets=0.1, prob=0.5),
         ]
+    if stage == "unlabeled":
+        xforms += strong_views(strong, spatial_dims)
     return Compose(xforms)
 
 
@@ -200,7 +236,9 @@ def brats_transforms(
 ACDC_CLASSES = ("RV", "Myo", "LV")
 
 
-def acdc_transforms(stage: str, roi_size: Sequence[int] = (128, 128), pseudo_labels: bool = False) -> Compose:
+def acdc_transforms(
+    stage: str, roi_size: Sequence[int] = (128, 128), pseudo_labels: bool = False, strong: int = 0
+) -> Compose:
     """Pipeline of the 2D cardiac MRI task (ACDC in the SSL4MIS layout): one channel in [0, 1], labels 0..3.
 
     Training slices are resized whole to ``roi_size`` (as SSL4MIS resizes them; no crop), then rotated by a
@@ -213,6 +251,7 @@ def acdc_transforms(stage: str, roi_size: Sequence[int] = (128, 128), pseudo_lab
         stage: one of :data:`STAGES`.
         roi_size: the network's in-plane size.
         pseudo_labels: the unlabelled slices carry an offline ``pseudo_label`` (teacher-student).
+        strong: strongly augmented copies of each unlabelled slice (:func:`strong_views`).
     """
     check_choice("stage", stage, STAGES)
     roi = _check(stage, roi_size, 1, 2)
@@ -240,6 +279,7 @@ def acdc_transforms(stage: str, roi_size: Sequence[int] = (128, 128), pseudo_lab
                 RandFlipd(keys, prob=0.25, spatial_axis=1),
                 RandRotated(keys, range_x=0.349, prob=0.25, mode=modes, padding_mode="zeros"),
             ]
+            + (strong_views(strong, 2) if stage == "unlabeled" else [])
         )
     if stage == "eval":
         load = [StackSlicesd(keys), EnsureChannelFirstd(keys, channel_dim="no_channel")]

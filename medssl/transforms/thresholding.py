@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["probabilities", "hard_pseudo_labels", "soft_pseudo_labels"]
+__all__ = ["probabilities", "hard_pseudo_labels", "soft_pseudo_labels", "confident_pseudo_labels", "selection_scores"]
 
 
 def probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -50,3 +50,43 @@ def soft_pseudo_labels(
         return torch.sigmoid((p - threshold) / tau), None
     conf, label = p.max(dim=1, keepdim=True)
     return label.to(p.dtype), torch.sigmoid((conf - threshold) / tau)
+
+
+def confident_pseudo_labels(
+    logits: torch.Tensor, threshold: float | torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weak-to-strong cut (FixMatch, UniMatch): the most likely class, kept where its probability exceeds
+    ``threshold``.
+
+    Multi-class: pseudo-label ``argmax`` as ``(B, 1, *spatial)``, mask ``max_k p_k > T``. Binary (one channel):
+    pseudo-label ``p > 0.5``, mask ``max(p, 1 - p) > T`` (a confident background voxel is kept as background).
+
+    Returns:
+        ``(pseudo_label, mask)``, both detached floats.
+    """
+    with torch.no_grad():
+        p = probabilities(logits.detach(), temperature)
+        if p.shape[1] == 1:
+            return (p > 0.5).to(p.dtype), (torch.maximum(p, 1.0 - p) > threshold).to(p.dtype)
+        conf, label = p.max(dim=1, keepdim=True)
+        return label.to(p.dtype), (conf > threshold).to(p.dtype)
+
+
+def selection_scores(logits: torch.Tensor, label: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, ...]:
+    """What a threshold selects, and whether the selection is right, on labelled images.
+
+    Binary: the score is ``p`` and the target is the label (a cut ``p > T`` should reproduce the foreground).
+    Multi-class: the score is the top probability and the target is whether the argmax equals the label (a cut
+    ``max_k p_k > T`` should keep the correct voxels and drop the wrong ones).
+
+    Returns:
+        ``(score, target)``, both ``(B, 1, *spatial)`` detached floats.
+    """
+    with torch.no_grad():
+        p = probabilities(logits.detach(), temperature)
+        label = label.to(p.device)
+        if p.shape[1] == 1:
+            return p, (label > 0.5).to(p.dtype)
+        conf, pred = p.max(dim=1, keepdim=True)
+        index = label if label.shape[1] == 1 else label.argmax(dim=1, keepdim=True)
+        return conf, (pred == index.long()).to(p.dtype)

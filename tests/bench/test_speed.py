@@ -16,7 +16,7 @@ from medssl.commands import bench
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {
     "device": "cpu", "threads": None, "phases": list(speed.PHASES), "robust_loss": "gce",
-    "train_roi": [16, 16, 16], "n_labeled": 1, "n_unlabeled": 1, "train_repeats": 1,
+    "train_roi": [16, 16, 16], "n_labeled": 2, "n_unlabeled": 2, "train_repeats": 1,
     "ct_shape": [1, 32, 32, 24], "ct_roi": [16, 16, 16], "ct_sw_batch_size": 4, "infer_repeats": 1,
     "brats_shape": [4, 16, 16, 16], "brats_roi": [16, 16, 16], "brats_sw_batch_size": 2, "brats_repeats": 1,
     "matmul_size": 256,
@@ -44,7 +44,7 @@ def test_report_fields(report):
     assert machine["cpu_count"] >= 1 and machine["torch"] == torch.__version__ and machine["gpu"] is None
     assert machine["matmul_gflops_fp32"] > 0 and machine["date"]
     train = report["phases"]["train"]
-    assert set(train["methods"]) == set(speed_train.TRAIN_METHODS) and train["images_per_iteration"] == 2
+    assert set(train["methods"]) == set(speed_train.TRAIN_METHODS) and train["images_per_iteration"] == 4
     assert train["methods"]["supervised"]["ratio_to_supervised"] == 1.0
     assert all(r["median_s"] > 0 for r in train["methods"].values())
     assert all(len(r["ratios"]) == TINY["train_repeats"] for r in train["methods"].values())

@@ -62,6 +62,32 @@ def test_train_each_method(acdc_data, tmp_path, method, extra, workflow):
     wf.finalize()
 
 
+# every registered method that reads unlabelled images, through the bundle as configured (strong views, EMA teacher,
+# copy-paste halves): 4 iterations, the unsupervised loss on from the first
+@pytest.mark.parametrize(
+    "method, extra",
+    [("segpl", {"method#source": "teacher", "method#threshold": 0.05}), ("bpl", {"method#mode": "kl_only", "method#prior_mu": 0.05}),
+     ("mean_teacher", {}), ("fixmatch", {"method#threshold": 0.05}),
+     ("fixmatch", {"method#threshold_mode": "learned", "method#prior_mu": 0.05}),
+     ("unimatch", {"method#threshold": 0.05}), ("bcp", {}), ("vat", {})],
+)  # fmt: skip
+def test_every_method_trains_through_the_bundle(acdc_data, tmp_path, method, extra, workflow):
+    overrides = {"bundle_root": str(tmp_path), "dataset_dir": str(acdc_data), "ssl_method": method, **TINY, **extra}
+    wf = workflow(BUNDLE, ["train.json"], overrides)
+    wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    terms = trainer.state.output["loss_terms"]
+    assert trainer.state.iteration == 4 and all(torch.isfinite(v) for v in terms.values())
+    own = {"mean_teacher": "consistency", "bcp": "copy_paste", "vat": "vat"}.get(method, "unsupervised")
+    assert float(terms[own]) > 0, terms
+    if method == "unimatch":
+        assert {"strong2", "feature_perturbation"} <= set(terms)
+    last = load_state_dict_file(tmp_path / "models" / "model_last.pt")
+    if method in ("mean_teacher", "bcp") or extra.get("method#source") == "teacher":
+        assert any("teacher" in str(v) or isinstance(v, dict) for v in last["method"].values())  # the EMA teacher
+    wf.finalize()
+
+
 def test_cli_train_evaluate_infer_and_verify(acdc_data, tmp_path, run_bundle, bundles_dir):
     out = tmp_path / "run"
     common = {"bundle_root": str(out), "dataset_dir": str(acdc_data), "ssl_method": "supervised", **TINY}

@@ -8,7 +8,7 @@ from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 from monai.networks.nets import UNet
 
-from medssl.engines.keys import SSLKeys
+from medssl.engines.keys import SSLEvents, SSLKeys
 from medssl.handlers import (
     BayesianPseudoLabelHandler,
     OfflinePseudoLabelHandler,
@@ -24,6 +24,7 @@ from medssl.transforms.thresholding import hard_pseudo_labels, soft_pseudo_label
 def _engine(output=None, **state):
     engine = Engine(lambda e, b: e.state.output)
     engine.register_events(*IterationEvents)
+    engine.register_events(*SSLEvents)
     engine.state.output = {} if output is None else output
     engine.state.device = torch.device("cpu")
     for k, v in state.items():
@@ -148,15 +149,21 @@ def _bpl_engine(mode, spatial=(16, 16)):
     return engine, net, head, handler
 
 
+def _joint_pass(engine, net, n_l, n_u, classes=1):
+    """The trainer's joint forward of ``n_l`` labelled and ``n_u`` unlabelled images (the head reads its features)."""
+    net.train()
+    engine.fire_event(SSLEvents.INPUTS_READY)
+    pred = net(torch.randn(n_l + n_u, 1, 16, 16))
+    label = torch.randint(0, max(2, classes), (n_l, 1, 16, 16)).float()
+    engine.state.output = {SSLKeys.PRED: pred[:n_l], SSLKeys.LABEL: label, SSLKeys.UNLABELED_PRED: pred[n_l:]}
+    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+    return engine.state.output
+
+
 def test_bpl_adds_head_to_optimizer_and_kl_term():
     engine, net, head, _ = _bpl_engine("kl_only")
     assert len(engine.optimizer.param_groups) == 2
-    x = torch.randn(3, 1, 16, 16)
-    net.train()
-    pred = net(x)
-    engine.state.output = {SSLKeys.UNLABELED_PRED: pred[1:]}
-    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-    out = engine.state.output
+    out = _joint_pass(engine, net, 1, 2)
     assert out[SSLKeys.PSEUDO_LABEL].shape == (2, 1, 16, 16)
     assert set(out[SSLKeys.PSEUDO_LABEL].unique().tolist()) <= {0.0, 1.0}
     assert out[SSLKeys.THRESHOLD].shape == (2, 1)
@@ -166,30 +173,26 @@ def test_bpl_adds_head_to_optimizer_and_kl_term():
 
 def test_bpl_kl_only_head_learns_only_from_kl():
     engine, net, head, _ = _bpl_engine("kl_only")
-    net.train()
-    pred = net(torch.randn(4, 1, 16, 16))
-    engine.state.output = {SSLKeys.UNLABELED_PRED: pred[2:]}
-    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-    pseudo = engine.state.output[SSLKeys.PSEUDO_LABEL]
+    out = _joint_pass(engine, net, 2, 2)
+    pseudo = out[SSLKeys.PSEUDO_LABEL]
     assert not pseudo.requires_grad  # the hard cut passes no gradient to the threshold
-    data_term = torch.nn.functional.binary_cross_entropy_with_logits(pred[2:], pseudo)
+    assert set(out[SSLKeys.LOSS_TERMS]) == {"kl"}
+    data_term = torch.nn.functional.binary_cross_entropy_with_logits(out[SSLKeys.UNLABELED_PRED], pseudo)
     head.zero_grad()
     data_term.backward(retain_graph=True)
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in head.parameters())
 
 
-def test_bpl_elbo_head_learns_from_data_term():
+def test_bpl_elbo_head_learns_from_the_labelled_evidence():
     engine, net, head, _ = _bpl_engine("elbo")
-    net.train()
-    pred = net(torch.randn(4, 1, 16, 16))
-    engine.state.output = {SSLKeys.UNLABELED_PRED: pred[2:]}
-    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-    pseudo = engine.state.output[SSLKeys.PSEUDO_LABEL]
-    assert pseudo.requires_grad
-    data_term = torch.nn.functional.binary_cross_entropy_with_logits(pred[2:].detach(), pseudo)
-    data_term.backward()
+    out = _joint_pass(engine, net, 2, 2)
+    assert not out[SSLKeys.PSEUDO_LABEL].requires_grad and not out[SSLKeys.THRESHOLD].requires_grad
+    fit = out[SSLKeys.LOSS_TERMS]["threshold_fit"]
+    head.zero_grad()
+    fit.backward()
     last_bias = head.net[-1].bias.grad
     assert last_bias is not None and last_bias[0].abs() > 0
+    assert all(p.grad is None for p in net.parameters())  # the predictions are detached: only T learns from it
 
 
 def test_bpl_per_pixel_threshold_resized_to_prediction():
@@ -199,13 +202,9 @@ def test_bpl_per_pixel_threshold_resized_to_prediction():
     engine.network, engine.optimizer = net, torch.optim.SGD(net.parameters(), lr=0.1)
     head = ThresholdHead(2, in_channels=8, mode="per_pixel")
     BayesianPseudoLabelHandler(head, feature_layer="model.1.submodule", mode="elbo").attach(engine)
-    net.train()
-    pred = net(torch.randn(2, 1, 16, 16))
-    engine.state.output = {SSLKeys.UNLABELED_PRED: pred}
-    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-    out = engine.state.output
+    out = _joint_pass(engine, net, 1, 2, classes=3)
     assert out[SSLKeys.THRESHOLD].shape == (2, 1, 16, 16)
-    assert out[SSLKeys.PSEUDO_MASK].shape == (2, 1, 16, 16)  # multi-class: soft voxel weights
+    assert out[SSLKeys.PSEUDO_MASK].shape == (2, 1, 16, 16)  # multi-class: confident voxels kept
     assert ((out[SSLKeys.THRESHOLD] > 0) & (out[SSLKeys.THRESHOLD] < 1)).all()
 
 

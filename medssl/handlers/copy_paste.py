@@ -1,0 +1,80 @@
+"""Bidirectional copy-paste (BCP, Bai et al., CVPR 2023), the leading method on ACDC and LA.
+
+A supervised pre-training stage (the unsupervised weight is 0: plain supervised training), then self-training on
+mixed images only. Each iteration splits the labelled batch into halves ``a``, ``b`` and the unlabelled batch into
+``ua``, ``ub`` and pastes a random box (2/3 of each side) both ways:
+
+- ``ua`` outside, ``a`` inside the box: labelled by the EMA teacher's pseudo-label of ``ua`` outside and ``a``'s label
+  inside; the pseudo-labelled part weighted by ``alpha`` (0.5);
+- ``b`` outside, ``ub`` inside: ``b``'s label outside, the pseudo-label of ``ub`` inside (weighted by ``alpha``).
+
+The student is trained on the two mixed halves with a weighted Dice + cross-entropy (the trainer's supervised loss
+is replaced: ``SUPERVISED_WEIGHT`` 0); the teacher (an :class:`~medssl.handlers.EMATeacher` restarted from the
+pre-trained student when self-training starts) gives the pseudo-labels, the argmax of its predictions.
+"""
+
+from __future__ import annotations
+
+import torch
+from ignite.engine import Engine
+from monai.engines.utils import IterationEvents
+
+from medssl.checks import check_in_range
+from medssl.engines.keys import SSLEvents, SSLKeys
+from medssl.losses.semi_supervised import MaskedDiceCELoss
+from medssl.transforms.mixing import box_mask, box_mix
+
+__all__ = ["CopyPasteHandler"]
+
+_WEIGHT = "copy_paste_weight"
+
+
+class CopyPasteHandler:
+    """Mix labelled and unlabelled images both ways by a box (see the module docstring).
+
+    Args:
+        side_ratio: the box's side as a share of each image side (BCP: 2/3).
+        alpha: weight of the pseudo-labelled voxels in the loss (BCP's ``u_weight``: 0.5).
+
+    Raises:
+        ValueError: an argument out of range; (when running) batches of odd or different sizes.
+    """
+
+    def __init__(self, side_ratio: float = 2 / 3, alpha: float = 0.5) -> None:
+        self.side_ratio = check_in_range("side_ratio", side_ratio, 0.0, 1.0, low_inclusive=False)
+        self.alpha = check_in_range("alpha", alpha, 0.0, 1.0)
+        self.loss = MaskedDiceCELoss()
+
+    def attach(self, engine: Engine) -> None:
+        """Mix before the forward pass (after the teacher's predictions), score the mixed images after it."""
+        engine.add_event_handler(SSLEvents.INPUTS_READY, self.mix)
+        engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self.score)
+
+    def mix(self, engine: Engine) -> None:
+        out = engine.state.output
+        if float(getattr(engine.state, "unsup_weight", 0.0)) <= 0 or out.get(SSLKeys.UNLABELED_IMAGE) is None:
+            out[SSLKeys.UNLABELED_IMAGE] = None  # pre-training: supervised only, no unlabelled pass
+            return
+        x, y, u = out[SSLKeys.IMAGE], out[SSLKeys.LABEL], out[SSLKeys.UNLABELED_IMAGE]
+        teacher = out.get(SSLKeys.TEACHER_PRED)
+        if teacher is None:
+            raise RuntimeError("copy-paste needs an EMATeacher attached before it (the pseudo-label source)")
+        if len(x) != len(u) or len(x) % 2:
+            raise ValueError(f"copy-paste mixes halves of equal batches: got {len(x)} labelled and {len(u)} unlabelled "
+                             "images; use equal, even batch sizes")  # fmt: skip
+        plab = teacher.argmax(dim=1, keepdim=True).to(y.dtype) if teacher.shape[1] > 1 else (teacher > 0).to(y.dtype)
+        h = len(x) // 2
+        box = box_mask(h, x.shape[2:], self.side_ratio, device=x.device)
+        ones = torch.ones_like(box)
+        out[SSLKeys.IMAGE] = torch.cat([box_mix(u[:h], x[:h], box), box_mix(x[h:], u[h:], box)])
+        out[SSLKeys.LABEL] = torch.cat([box_mix(plab[:h], y[:h], box), box_mix(y[h:], plab[h:], box)])
+        out[_WEIGHT] = torch.cat([box_mix(self.alpha * ones, ones, box), box_mix(ones, self.alpha * ones, box)])
+        out[SSLKeys.UNLABELED_IMAGE] = None  # the mixed images are the whole batch
+
+    def score(self, engine: Engine) -> None:
+        out = engine.state.output
+        weight = out.pop(_WEIGHT, None)
+        if weight is None:
+            return
+        out[SSLKeys.SUPERVISED_WEIGHT] = 0.0
+        out.setdefault(SSLKeys.LOSS_TERMS, {})["copy_paste"] = self.loss(out[SSLKeys.PRED], out[SSLKeys.LABEL], mask=weight)

@@ -1,0 +1,144 @@
+"""Weak-to-strong consistency: FixMatch (Sohn et al., NeurIPS 2020) and UniMatch (Yang et al., CVPR 2023).
+
+The unlabelled images arrive weakly augmented (the loader's flips and rotations) and, from the same loader, as
+strongly augmented copies (``image_strong1``, ``image_strong2``: intensity, contrast, blur and noise, see
+:func:`medssl.transforms.presets.strong_views`). The pseudo-label is the prediction of the **weak** view (the trainer's
+joint forward pass), kept where its confidence exceeds a threshold (fixed, or learned by the Bayesian threshold head
+of paper 000: :class:`~medssl.handlers.learned_threshold.LearnedThreshold`); the loss is on the **strong** views,
+each CutMixed with another image of the batch (the pseudo-label and its mask mixed by the same box).
+
+- FixMatch: one strong view; its loss is the trainer's unsupervised loss.
+- UniMatch: two strong views (each its own CutMix) and the feature-perturbation stream: the weak images through the
+  network again with channel dropout (p = 0.5) on the encoder's features, supervised by the same pseudo-labels.
+  UniMatch's loss ``(L_s1 + L_s2) / 4 + L_fp / 2`` is ``max_weight * (L_s1 + L_s2 + 2 L_fp)`` with ``max_weight``
+  0.25: the trainer weights ``L_s1``, this handler hands over ``strong2`` and ``feature_perturbation`` with the same
+  weight (times ``strong2_weight`` 1 and ``fp_weight`` 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from ignite.engine import Engine
+from monai.engines.utils import IterationEvents
+import torch.nn.functional as F
+
+from medssl.checks import check_in_range, check_positive
+from medssl.engines.keys import SSLKeys
+from medssl.handlers.gate import PseudoLabelGate
+from medssl.handlers.learned_threshold import FixedThreshold, LearnedThreshold
+from medssl.transforms.mixing import box_mix, random_area_box_mask
+from medssl.transforms.thresholding import confident_pseudo_labels
+
+__all__ = ["WeakToStrongHandler", "STRONG_KEYS"]
+
+STRONG_KEYS = ("image_strong1", "image_strong2")
+
+
+class WeakToStrongHandler:
+    """Pseudo-labels from the weak view, losses on the strong views (see the module docstring).
+
+    Args:
+        threshold: a :class:`FixedThreshold` (FixMatch and UniMatch use 0.95) or a :class:`LearnedThreshold`.
+        views: strong views, 1 (FixMatch) or 2 (UniMatch).
+        perturb_layers: network modules whose outputs get channel dropout in the feature-perturbation stream
+            (UniMatch); None or empty for none.
+        dropout: dropout probability of the feature perturbation.
+        cutmix_prob: probability that a strong view is CutMixed with another image of the batch.
+        strong2_weight: weight of the second strong view's loss, relative to the first's (UniMatch: 1).
+        fp_weight: weight of the feature-perturbation loss, relative to the first strong view's (UniMatch: 2).
+        temperature: logits are divided by it before the softmax/sigmoid.
+        gate: a :class:`PseudoLabelGate`, or None.
+
+    Raises:
+        ValueError: ``views`` not 1 or 2, or an argument out of range.
+    """
+
+    def __init__(
+        self,
+        threshold: FixedThreshold | LearnedThreshold,
+        views: int = 1,
+        perturb_layers: Sequence[str] | None = None,
+        dropout: float = 0.5,
+        cutmix_prob: float = 0.5,
+        strong2_weight: float = 1.0,
+        fp_weight: float = 2.0,
+        temperature: float = 1.0,
+        gate: PseudoLabelGate | None = None,
+    ) -> None:
+        if views not in (1, 2):
+            raise ValueError(f"views must be 1 (FixMatch) or 2 (UniMatch), got {views}.")
+        self.threshold = threshold
+        self.views = views
+        self.perturb_layers = list(perturb_layers or [])
+        self.dropout = check_in_range("dropout", dropout, 0.0, 1.0, high_inclusive=False)
+        self.cutmix_prob = check_in_range("cutmix_prob", cutmix_prob, 0.0, 1.0)
+        self.strong2_weight = check_positive("strong2_weight", strong2_weight, strict=False)
+        self.fp_weight = check_positive("fp_weight", fp_weight, strict=False)
+        self.temperature = check_positive("temperature", temperature)
+        self.gate = gate
+        self._perturb = False
+
+    def attach(self, engine: Engine) -> None:
+        """Hook the perturbed layers, attach the threshold, run after every forward pass."""
+        self.threshold.attach(engine)
+        network = getattr(engine.network, "module", engine.network)
+        for name in self.perturb_layers:
+            try:
+                layer = network.get_submodule(name)
+            except AttributeError:
+                raise ValueError(f"perturb layer '{name}' is not a module of {type(network).__name__}") from None
+            layer.register_forward_hook(self._maybe_drop)
+        engine.state.gated = 0
+        engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self)
+
+    def _maybe_drop(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
+        if not self._perturb:
+            return None
+        drop = F.dropout2d if output.ndim == 4 else F.dropout3d  # channel dropout, as UniMatch's Dropout2d
+        return drop(output, self.dropout, training=True)
+
+    def _strong(self, engine: Engine, key: str, pseudo: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        batch = engine.state.unlabeled_batch
+        if not isinstance(batch, dict) or key not in batch:
+            raise KeyError(f"the unlabelled batch has no '{key}': the method needs strong views from the loader "
+                           "(the bundle's unlabelled pre-processing with strong_views)")  # fmt: skip
+        image = batch[key].to(engine.state.device)
+        box = random_area_box_mask(image.shape[0], image.shape[2:], prob=self.cutmix_prob, device=image.device)
+        mixed = (box_mix(t, t.roll(1, 0), box) for t in (image, pseudo, mask))
+        image, pseudo, mask = mixed
+        return engine.inferer(image, engine.network), pseudo, mask
+
+    def __call__(self, engine: Engine) -> None:
+        out = engine.state.output
+        weak = out.get(SSLKeys.UNLABELED_PRED)
+        if weak is None:
+            return
+        threshold, terms = self.threshold(engine, weak)
+        pseudo, mask = confident_pseudo_labels(weak, LearnedThreshold.as_map(threshold, weak.ndim), self.temperature)
+        out[SSLKeys.THRESHOLD] = threshold
+        weight = float(getattr(engine.state, "unsup_weight", 1.0))
+        if self.gate is not None and not self.gate(pseudo, mask, threshold):
+            engine.state.gated += 1
+            terms.pop("kl", None)
+        elif weight > 0:  # the strong passes cost as much as the weak one: none during the warm-up
+            loss = engine.unsup_loss_function
+            out[SSLKeys.UNLABELED_PRED], out[SSLKeys.PSEUDO_LABEL], out[SSLKeys.PSEUDO_MASK] = self._strong(
+                engine, STRONG_KEYS[0], pseudo, mask
+            )
+            if self.views == 2:
+                pred, p2, m2 = self._strong(engine, STRONG_KEYS[1], pseudo, mask)
+                terms["strong2"] = weight * self.strong2_weight * loss(pred, p2, mask=m2)
+            if self.perturb_layers:
+                self._perturb = True
+                try:
+                    pred = engine.inferer(out[SSLKeys.UNLABELED_IMAGE], engine.network)
+                finally:
+                    self._perturb = False
+                terms["feature_perturbation"] = weight * self.fp_weight * loss(pred, pseudo, mask=mask)
+        else:
+            out[SSLKeys.PSEUDO_LABEL], out[SSLKeys.PSEUDO_MASK] = pseudo, mask  # statistics during the warm-up
+        if terms:
+            out.setdefault(SSLKeys.LOSS_TERMS, {}).update(terms)

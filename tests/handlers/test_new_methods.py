@@ -1,0 +1,293 @@
+"""The pieces of the new methods, each by the property that defines it: the EMA formula, the box composition of a
+mixed label, weak-to-strong pseudo-labels, VAT's adversarial direction, the learned threshold, the gates."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from monai.engines.utils import IterationEvents
+from monai.networks.nets import UNet
+
+from medssl.engines.keys import SSLEvents, SSLKeys
+from medssl.handlers.copy_paste import CopyPasteHandler
+from medssl.handlers.ema_teacher import EMATeacher, ema_update
+from medssl.handlers.gate import LabelledForegroundGate, PseudoLabelGate
+from medssl.handlers.learned_threshold import LearnedThreshold
+from medssl.handlers.pseudo_label import BayesianPseudoLabelHandler, SegPLHandler
+from medssl.handlers.vat import prediction_kl, vat_direction
+from medssl.handlers.weak_strong import STRONG_KEYS, WeakToStrongHandler
+from medssl.handlers.learned_threshold import FixedThreshold
+from medssl.handlers.weight_schedule import UnsupervisedWeightSchedule
+from medssl.networks import ThresholdHead
+from medssl.transforms.mixing import box_mask, box_mix
+from medssl.transforms.thresholding import confident_pseudo_labels, hard_pseudo_labels
+
+
+def _engine(network=None, **state):
+    engine = Engine(lambda e, b: e.state.output)
+    engine.register_events(*IterationEvents)
+    engine.register_events(*SSLEvents)
+    engine.state.output = {}
+    engine.state.device = torch.device("cpu")
+    engine.network = network
+    engine.inferer = lambda x, net: net(x)
+    if network is not None:
+        engine.optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
+    for k, v in state.items():
+        setattr(engine.state, k, v)
+    return engine
+
+
+def test_ema_update_follows_the_formula():
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = [p.detach().clone() for p in teacher.parameters()]
+    ema_update(teacher, student, alpha=0.9)
+    for t, b, s in zip(teacher.parameters(), before, student.parameters()):
+        assert torch.allclose(t, 0.9 * b + 0.1 * s)
+
+
+def test_ema_teacher_warms_up_its_decay_and_predicts_without_gradient():
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(1, 2, 1)
+    engine = _engine(net, iteration=1)
+    handler = EMATeacher(net, decay=0.99)
+    handler.attach(engine)
+    with torch.no_grad():
+        net.weight.add_(1.0)  # the student moves
+    start = handler.teacher.weight.detach().clone()
+    engine.fire_event(IterationEvents.MODEL_COMPLETED)  # step 1: a = min(1 - 1/2, 0.99) = 0.5
+    assert torch.allclose(handler.teacher.weight, 0.5 * start + 0.5 * net.weight)
+    engine.state.output = {SSLKeys.UNLABELED_IMAGE: torch.randn(2, 1, 4, 4)}
+    engine.fire_event(SSLEvents.INPUTS_READY)
+    pred = engine.state.output[SSLKeys.TEACHER_PRED]
+    assert pred.shape == (2, 2, 4, 4) and not pred.requires_grad
+    state = handler.state_dict()
+    other = EMATeacher(torch.nn.Conv2d(1, 2, 1))
+    other.load_state_dict(state)
+    assert torch.equal(other.teacher.weight, handler.teacher.weight)
+
+
+def test_copy_paste_label_is_the_box_composition_of_its_sources():
+    torch.manual_seed(0)
+    x, u = torch.zeros(4, 1, 8, 8), torch.ones(4, 1, 8, 8)
+    y = torch.full((4, 1, 8, 8), 2.0)  # labelled: class 2 everywhere
+    teacher = torch.zeros(4, 3, 8, 8)
+    teacher[:, 1] = 5.0  # the teacher says class 1 everywhere
+    engine = _engine(unsup_weight=1.0)
+    engine.state.output = {SSLKeys.IMAGE: x, SSLKeys.LABEL: y, SSLKeys.UNLABELED_IMAGE: u, SSLKeys.TEACHER_PRED: teacher}
+    handler = CopyPasteHandler(side_ratio=0.5, alpha=0.5)
+    handler.attach(engine)
+    torch.manual_seed(1)
+    engine.fire_event(SSLEvents.INPUTS_READY)
+    out = engine.state.output
+    image, label = out[SSLKeys.IMAGE], out[SSLKeys.LABEL]
+    box = image[:2] == 0  # first half: unlabelled (1) outside, labelled (0) pasted inside
+    assert box.float().mean() == pytest.approx(0.25)  # a box of half of each side
+    assert torch.equal(label[:2][box], torch.full_like(label[:2][box], 2.0))  # labelled label in the box
+    assert torch.equal(label[:2][~box], torch.full_like(label[:2][~box], 1.0))  # teacher's pseudo-label outside
+    inside = image[2:] == 1  # second half: labelled outside, unlabelled pasted inside
+    assert torch.equal(label[2:][inside], torch.full_like(label[2:][inside], 1.0))
+    assert torch.equal(label[2:][~inside], torch.full_like(label[2:][~inside], 2.0))
+    assert out[SSLKeys.UNLABELED_IMAGE] is None
+    out[SSLKeys.PRED] = torch.randn(4, 3, 8, 8)
+    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+    assert out[SSLKeys.SUPERVISED_WEIGHT] == 0.0 and out[SSLKeys.LOSS_TERMS]["copy_paste"] > 0
+
+
+def test_copy_paste_pretraining_is_supervised_only():
+    engine = _engine(unsup_weight=0.0)
+    engine.state.output = {SSLKeys.IMAGE: torch.zeros(2, 1, 4, 4), SSLKeys.LABEL: torch.zeros(2, 1, 4, 4),
+                           SSLKeys.UNLABELED_IMAGE: torch.ones(2, 1, 4, 4)}  # fmt: skip
+    CopyPasteHandler().attach(engine)
+    engine.fire_event(SSLEvents.INPUTS_READY)
+    assert engine.state.output[SSLKeys.UNLABELED_IMAGE] is None
+    assert torch.equal(engine.state.output[SSLKeys.IMAGE], torch.zeros(2, 1, 4, 4))
+
+
+def test_box_mix_of_masks():
+    mask = box_mask(3, (10, 12), side_ratio=0.5, generator=torch.Generator().manual_seed(0))
+    assert mask.sum(dim=(1, 2, 3)).tolist() == [30.0, 30.0, 30.0]
+    a, b = torch.zeros(3, 2, 10, 12), torch.ones(3, 2, 10, 12)
+    assert torch.equal(box_mix(a, b, mask), mask.expand(3, 2, 10, 12))
+
+
+def test_weak_to_strong_pseudo_labels_come_from_the_weak_view():
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(1, 3, 3, padding=1)
+    weak = torch.rand(2, 1, 8, 8)
+    strong = weak * 0.5 + 0.3  # a strong view: other intensities, same pixels
+    engine = _engine(net, unsup_weight=1.0)
+    engine.unsup_loss_function = __import__("medssl.losses", fromlist=["MaskedDiceCELoss"]).MaskedDiceCELoss()
+    engine.state.unlabeled_batch = {"image": weak, STRONG_KEYS[0]: strong}
+    handler = WeakToStrongHandler(FixedThreshold(0.4), views=1, cutmix_prob=0.0)
+    handler.attach(engine)
+    weak_logits = net(weak)
+    engine.state.output = {SSLKeys.UNLABELED_IMAGE: weak, SSLKeys.UNLABELED_PRED: weak_logits}
+    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+    out = engine.state.output
+    expected, mask = confident_pseudo_labels(weak_logits, 0.4)
+    assert torch.equal(out[SSLKeys.PSEUDO_LABEL], expected) and torch.equal(out[SSLKeys.PSEUDO_MASK], mask)
+    assert torch.allclose(out[SSLKeys.UNLABELED_PRED], net(strong))  # the loss is on the strong view
+    assert not torch.allclose(out[SSLKeys.UNLABELED_PRED], weak_logits)
+    assert out[SSLKeys.UNLABELED_PRED].requires_grad and not out[SSLKeys.PSEUDO_LABEL].requires_grad
+
+
+def test_unimatch_adds_a_second_view_and_the_feature_perturbation_stream():
+    torch.manual_seed(0)
+    net = UNet(2, 1, 3, channels=(4, 8), strides=(2,), num_res_units=0)
+    weak = torch.rand(2, 1, 8, 8)
+    engine = _engine(net, unsup_weight=0.25)
+    engine.unsup_loss_function = __import__("medssl.losses", fromlist=["MaskedDiceCELoss"]).MaskedDiceCELoss()
+    engine.state.unlabeled_batch = {"image": weak, STRONG_KEYS[0]: weak + 0.1, STRONG_KEYS[1]: weak - 0.1}
+    handler = WeakToStrongHandler(FixedThreshold(0.01), views=2, perturb_layers=["model.0"])
+    handler.attach(engine)
+    net.train()
+    engine.state.output = {SSLKeys.UNLABELED_IMAGE: weak, SSLKeys.UNLABELED_PRED: net(weak)}
+    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+    terms = engine.state.output[SSLKeys.LOSS_TERMS]
+    assert set(terms) >= {"strong2", "feature_perturbation"} and all(float(t) > 0 for t in terms.values())
+    with torch.no_grad():  # the dropout only acts in the perturbed pass
+        assert torch.equal(net(weak), net(weak))
+
+
+def test_vat_direction_raises_the_kl_more_than_a_random_direction():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(8, 3, 3, padding=1))
+    x = torch.randn(4, 1, 12, 12)
+    logits = net(x).detach()
+    d = vat_direction(net, x, logits, xi=1e-3, iterations=2)
+    eps = 1.0
+    adversarial = float(prediction_kl(logits, net(x + eps * d)))
+    assert float(d.flatten(1).norm(dim=1).mean()) == pytest.approx(1.0, rel=1e-4)
+    for _ in range(10):  # every random direction of the same norm raises the KL less
+        random = torch.randn_like(x)
+        random = random / random.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        assert adversarial > 1.5 * float(prediction_kl(logits, net(x + eps * random)))
+
+
+def test_temperature_at_the_cut_only_raises_the_threshold():
+    """The old bundles applied temperature 2 at the cut only: sigmoid(z/2) > T is sigmoid(z) > sigmoid(2 logit T),
+    so a sampled 0.7 cut at 0.845; at temperature 1 the Bayesian cut is the plain cut at T."""
+    z = torch.linspace(-4, 4, 101).view(1, 1, -1)
+    t = 0.7
+    at_two, _ = hard_pseudo_labels(z, t, temperature=2.0)
+    assert torch.equal(at_two, (torch.sigmoid(z) > torch.sigmoid(torch.tensor(2 * math.log(t / (1 - t))))).float())
+    assert torch.equal(hard_pseudo_labels(z, t, temperature=1.0)[0], (torch.sigmoid(z) > t).float())
+
+
+def _head_engine(mode, samples=256):
+    torch.manual_seed(0)
+    net = UNet(2, 1, 1, channels=(4, 8), strides=(2,))
+    engine = _engine(net, unsup_weight=1.0)
+    head = ThresholdHead(2, in_channels=12)
+    threshold = LearnedThreshold(head, "model.1", prior_mu=0.5, prior_std=0.1, mode=mode, samples=samples, kl_weight=0.01)
+    threshold.attach(engine)
+    return engine, net, head, threshold
+
+
+def test_threshold_noise_shrinks_with_the_samples_averaged():
+    for samples, expected in ((1, 0.1), (256, 0.1 / 16)):
+        head = ThresholdHead(2, in_channels=4, init_mu=0.5, init_std=0.1)
+        threshold = LearnedThreshold(head, "x", samples=samples)
+        draws, _, _ = threshold.sample(torch.zeros(20000, 4, 2, 2), torch.Size([2, 2]))
+        assert float(draws.std()) == pytest.approx(expected, rel=0.05)
+        assert float(draws.mean()) == pytest.approx(0.5, abs=3 * expected / 100)
+
+
+def _toy_iteration(engine, net, threshold, best_cut=0.3):
+    """Labelled images whose right cut is known: foreground exactly where p > best_cut."""
+    x = torch.randn(8, 1, 16, 16)
+    net.train()
+    engine.fire_event(SSLEvents.INPUTS_READY)
+    net(x)  # the joint pass: 4 labelled + 4 unlabelled images
+    p = torch.rand(4, 1, 16, 16)
+    engine.state.output = {SSLKeys.PRED: torch.logit(p), SSLKeys.LABEL: (p > best_cut).float()}
+    return threshold(engine, torch.zeros(4, 1, 16, 16))
+
+
+def test_elbo_threshold_moves_to_the_known_best_cut_and_kl_only_stays_at_the_prior():
+    for mode in ("elbo", "kl_only"):
+        engine, net, head, threshold = _head_engine(mode)
+        opt = torch.optim.Adam(head.parameters(), lr=0.02)
+        for _ in range(150):
+            t, terms = _toy_iteration(engine, net, threshold)
+            opt.zero_grad()
+            sum(terms.values()).backward()
+            opt.step()
+        mean = float(t.mean())
+        if mode == "elbo":
+            assert "threshold_fit" in terms and abs(mean - 0.3) < 0.05, mean
+        else:
+            assert set(terms) == {"kl"} and abs(mean - 0.5) < 0.01, mean
+
+
+def test_gate_closes_on_empty_pseudo_labels_and_out_of_range_thresholds():
+    gate = PseudoLabelGate(0.005, (0.05, 0.95))
+    pseudo = torch.zeros(1, 1, 20, 20)
+    assert not gate(pseudo)
+    pseudo[..., :2, :2] = 1  # 1% foreground
+    assert gate(pseudo, threshold=torch.tensor([0.5]))
+    assert not gate(pseudo, threshold=torch.tensor([0.97]))
+    mask = torch.zeros_like(pseudo)  # nothing kept: nothing to learn
+    assert not gate(pseudo, mask=mask)
+
+
+def test_gated_pseudo_labels_train_nothing_and_drop_the_kl():
+    engine, net, head, _ = _head_engine("kl_only")
+    handler = BayesianPseudoLabelHandler(head, "model.1", mode="kl_only", gate=PseudoLabelGate(0.5))
+    handler.attach(engine)
+    net.train()
+    engine.fire_event(SSLEvents.INPUTS_READY)
+    pred = net(torch.randn(2, 1, 16, 16)) - 20.0  # confident background: no foreground in the pseudo-labels
+    engine.state.output = {SSLKeys.UNLABELED_PRED: pred}
+    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+    out = engine.state.output
+    assert SSLKeys.PSEUDO_LABEL not in out and "kl" not in out.get(SSLKeys.LOSS_TERMS, {})
+    assert engine.state.gated == 1
+
+
+def test_labelled_gate_skips_the_supervised_loss_of_an_empty_crop():
+    engine = _engine()
+    LabelledForegroundGate(0.005).attach(engine)
+    engine.state.output = {SSLKeys.LABEL: torch.zeros(1, 1, 8, 8, 8)}
+    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+    assert engine.state.output[SSLKeys.SUPERVISED_WEIGHT] == 0.0
+    engine.state.output = {SSLKeys.LABEL: torch.ones(1, 1, 8, 8, 8)}
+    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+    assert SSLKeys.SUPERVISED_WEIGHT not in engine.state.output
+
+
+def test_segpl_from_the_ema_teacher():
+    engine = _engine()
+    SegPLHandler(0.5, source="teacher").attach(engine)
+    teacher = torch.full((1, 1, 2, 2), 3.0)
+    engine.state.output = {SSLKeys.UNLABELED_PRED: torch.full((1, 1, 2, 2), -3.0), SSLKeys.TEACHER_PRED: teacher}
+    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+    assert engine.state.output[SSLKeys.PSEUDO_LABEL].sum() == 4  # the teacher's cut, not the student's
+
+
+def test_schedule_starts_when_validation_dice_is_worth_learning_from():
+    evaluator = Engine(lambda e, b: None)
+    dice = iter([0.2, 0.4, 0.75, 0.8, 0.8])
+
+    @evaluator.on(Events.EPOCH_STARTED)
+    def _score(e):
+        e.state.metrics = {"val_mean_dice": next(dice)}
+
+    trainer = Engine(lambda e, b: None)
+    schedule = UnsupervisedWeightSchedule(max_weight=1.0, warmup=10, ramp=0, unit="epochs", start_dice=0.7, evaluator=evaluator)
+    schedule.attach(trainer)
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(e.state.unsup_weight))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run([0], max_epochs=1))
+    trainer.run(range(2), max_epochs=5)
+    # validations after epochs 1, 2, 3 score 0.2, 0.4, 0.75: the ramp starts with epoch 4, not after 10 epochs
+    assert seen == [0, 0, 0, 0, 0, 0, 1.0, 1.0, 1.0, 1.0]
+    assert schedule.started_at == 3.0
+    resumed = UnsupervisedWeightSchedule(start_dice=0.7, evaluator=evaluator, warmup=10)
+    resumed.load_state_dict(schedule.state_dict())
+    assert resumed.start == 3.0
