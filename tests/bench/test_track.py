@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+from _brats import write_brats_folder
 from _ssl4mis import make_acdc_like
 
 import medssl.bench.track as track_module
@@ -105,21 +106,7 @@ def test_cli_track_needs_data_and_a_known_protocol(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def brats_folder(tmp_path_factory):
     """Eight synthetic cases laid out as a BraTS 2018 folder (what ../shared/data/brats_expert_8cases holds)."""
-    import shutil
-
-    from medssl.data.brats import MODALITIES
-    from medssl.data.datalist import load_datalist
-    from medssl.data.synthetic import synthesize
-
-    root = tmp_path_factory.mktemp("brats_real")
-    synthesize("brats", cases=8, size=32, seed=2, out=root / "synth")
-    for entry in load_datalist(root / "synth" / "dataset.json")["training"]:
-        case = root / "brats" / entry["case_id"]
-        case.mkdir(parents=True)
-        for modality, image in zip(MODALITIES, entry["image"]):
-            shutil.copy(image, case / f"{entry['case_id']}_{modality}.nii.gz")
-        shutil.copy(entry["label"], case / f"{entry['case_id']}_seg.nii.gz")
-    return root / "brats"
+    return write_brats_folder(tmp_path_factory.mktemp("brats_real"), cases=8, size=32, seed=2)
 
 
 def test_brats_folds_hold_out_two_cases_each(brats_folder, tmp_path):

@@ -80,20 +80,13 @@ def brats2d_data(tmp_path_factory):
     case, so that an epoch is a few iterations.
     """
     import json
-    import shutil
 
-    from medssl.data.brats import MODALITIES, prepare_brats
-    from medssl.data.datalist import load_datalist
-    from medssl.data.synthetic import synthesize
+    from _brats import write_brats_folder
+
+    from medssl.data.brats import prepare_brats
 
     root = tmp_path_factory.mktemp("brats2d_bundle")
-    synthesize("brats", cases=6, size=32, seed=1, out=root / "synth")
-    for entry in load_datalist(root / "synth" / "dataset.json")["training"]:
-        case = root / "brats" / entry["case_id"]
-        case.mkdir(parents=True)
-        for modality, image in zip(MODALITIES, entry["image"]):
-            shutil.copy(image, case / f"{entry['case_id']}_{modality}.nii.gz")
-        shutil.copy(entry["label"], case / f"{entry['case_id']}_seg.nii.gz")
+    write_brats_folder(root, cases=6, size=32, seed=1)
     prepare_brats(root / "brats", root / "prepared", slices2d=root / "slices")
     datalist_path = root / "slices" / "datalist.json"
     datalist = json.loads(datalist_path.read_text())
@@ -122,3 +115,20 @@ def workflow():
 def bundles_dir():
     """The repository's bundles folder."""
     return BUNDLES
+
+
+def _verify_bundle(bundle: str) -> None:
+    """``verify_metadata`` (against the schema kept in the repository, offline) and ``verify_net_in_out``."""
+    for cmd in (
+        ["verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", "../meta_schema.json"],
+        ["verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"],
+    ):
+        result = subprocess.run([sys.executable, "-m", "monai.bundle", *cmd], cwd=BUNDLES / bundle, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "verified with no error" in result.stdout + result.stderr
+
+
+@pytest.fixture
+def verify_bundle():
+    """Run MONAI's bundle checks on a bundle of the repository."""
+    return _verify_bundle
