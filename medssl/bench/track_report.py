@@ -2,10 +2,13 @@
 
 Reads every ``result.json`` of a protocol's runs (:mod:`medssl.bench.track`) and writes ``runs.csv`` (one row a
 run), ``table.md`` and ``val_curves.png`` (validation Dice over iterations, one panel per method), all atomically.
+:func:`export_records` copies what a report needs of each finished run (no checkpoints) to another folder, which is
+itself a protocol folder: reports are written from it, and a later sitting that copies it back skips those runs.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +20,41 @@ from medssl.bench.tracks import TRACKS
 from medssl.data.io import atomic_path, read_json
 from medssl.visualize import save_figure
 
-__all__ = ["collect", "gap_closed", "write_report"]
+__all__ = ["RECORD_FILES", "collect", "export_records", "gap_closed", "write_report"]
+
+#: What a run keeps in its record: the result, its time, the validation curve and the per-case test table.
+RECORD_FILES = ("result.json", "timing.json", "eval/val_curve.csv", "test/per_case.csv")
 
 
 def collect(root: str | Path) -> pd.DataFrame:
     """One row per finished run under ``root`` (a protocol's folder): test metrics, best validation, time."""
-    rows = []
-    for path in sorted(Path(root).glob("runs/*/*/seed*/result.json")):
+    root, rows = Path(root), []
+    for path in sorted(root.glob("runs/*/*/seed*/result.json")):
         r = read_json(path)
         row = {k: r.get(k) for k in ("method", "setting", "seed", "iterations", "best_val_dice", "best_val_iteration")}
         row.update({k: r.get(k) for k in ("wall_seconds", "cpu_seconds", "sittings")})
         row.update({k.removeprefix("val_"): v for k, v in r["test"].items()})
-        row["run_dir"] = str(path.parent)
+        row["run_dir"] = path.parent.relative_to(root).as_posix()
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def export_records(root: str | Path, dest: str | Path) -> list[Path]:
+    """Copy the :data:`RECORD_FILES` of every finished run under ``root`` into the same layout under ``dest``.
+
+    Each file is written atomically; a run without ``result.json`` (unfinished) is not exported. Returns the run
+    folders written under ``dest``.
+    """
+    root, dest = Path(root), Path(dest)
+    written = []
+    for result in sorted(root.glob("runs/*/*/seed*/result.json")):
+        run = result.parent.relative_to(root)
+        for name in RECORD_FILES:
+            if (root / run / name).is_file():
+                with atomic_path(dest / run / name) as tmp:
+                    shutil.copyfile(root / run / name, tmp)
+        written.append(dest / run)
+    return written
 
 
 def gap_closed(runs: pd.DataFrame, method: str, setting: str) -> pd.DataFrame:
@@ -57,11 +81,11 @@ def _mean_sd(values: pd.Series, fmt: str = "{:.3f}") -> str:
     return fmt.format(values.mean()) + ("" if np.isnan(sd) else " (" + fmt.format(sd) + ")")
 
 
-def _flatness(runs: pd.DataFrame) -> list[str]:
+def _flatness(runs: pd.DataFrame, root: Path) -> list[str]:
     """How much each upper bound's validation Dice still moved over the last fifth of its run."""
     lines = []
     for row in runs[runs.method == UPPER].itertuples():
-        curve_path = Path(row.run_dir) / "eval" / "val_curve.csv"
+        curve_path = root / row.run_dir / "eval" / "val_curve.csv"
         if not curve_path.is_file():
             continue
         curve = pd.read_csv(curve_path)
@@ -109,16 +133,16 @@ def write_report(track_name: str, protocol: str, out: str | Path) -> Path:
                       f"{sel.cpu_seconds.sum() / 3600:.2f}"]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["Convergence of the upper bound:", ""] + (_flatness(runs) or ["- (no upper-bound curve yet)"])
+    lines += ["Convergence of the upper bound:", ""] + (_flatness(runs, root) or ["- (no upper-bound curve yet)"])
     lines += ["", f"CPU time of the {len(runs)} runs: {runs.cpu_seconds.sum() / 3600:.1f} h "
               f"(wall-clock {runs.wall_seconds.sum() / 3600:.1f} h, runs side by side counted separately).", ""]  # fmt: skip
     with atomic_path(root / "table.md") as tmp:
         tmp.write_text("\n".join(lines))
-    _plot_curves(runs, root / "val_curves.png")
+    _plot_curves(runs, root)
     return root / "table.md"
 
 
-def _plot_curves(runs: pd.DataFrame, path: Path) -> None:
+def _plot_curves(runs: pd.DataFrame, root: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,7 +152,7 @@ def _plot_curves(runs: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods), 3.2), squeeze=False, sharey=True)
     for ax, method in zip(axes[0], methods):
         for row in runs[runs.method == method].itertuples():
-            curve_path = Path(row.run_dir) / "eval" / "val_curve.csv"
+            curve_path = root / row.run_dir / "eval" / "val_curve.csv"
             if curve_path.is_file():
                 curve = pd.read_csv(curve_path)
                 ax.plot(curve.iteration, curve.val_mean_dice, label=f"{row.setting} s{row.seed}", lw=1)
@@ -137,4 +161,4 @@ def _plot_curves(runs: pd.DataFrame, path: Path) -> None:
         ax.legend(fontsize=6)
     axes[0][0].set_ylabel("validation Dice (per volume)")
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, root / "val_curves.png")

@@ -78,6 +78,11 @@ def _add_accuracy(parser: argparse.ArgumentParser) -> None:
         "--setting", action="append", help="labelled setting of a track (acdc: 3 or 7 patients); repeatable"
     )
     parser.add_argument("--report", action="store_true", help="with --track: only write the report of finished runs")
+    parser.add_argument(
+        "--export", default=None, metavar="DIR", help="with --track: also copy each finished run's record (result, "
+        "time, validation curve, per-case test scores; no checkpoints) to DIR/<protocol> and write the report there; "
+        "copied back into --out, the records make a later sitting skip those runs",
+    )  # fmt: skip
     parser.add_argument("--preset", choices=_names("medssl.bench.presets", "PRESETS"), metavar="PRESET",
                         default="small", help="%(choices)s (default %(default)s)")  # fmt: skip
     parser.add_argument("--out", default=None, help=f"results folder (default {ACCURACY_OUT}[/<track>])")
@@ -151,7 +156,7 @@ def _accuracy(args: argparse.Namespace) -> int:
 def _track(args: argparse.Namespace) -> int:
     """``--track NAME``: run (or finish) the asked runs, then write the report."""
     from medssl.bench.track import LOWER, UPPER, run_specs, run_track
-    from medssl.bench.track_report import write_report
+    from medssl.bench.track_report import export_records, write_report
     from medssl.bench.tracks import TRACKS
 
     track = TRACKS[args.track]
@@ -169,6 +174,9 @@ def _track(args: argparse.Namespace) -> int:
             row = {k: r.get(k) for k in ("method", "setting", "seed")} | {"dice": r["test"]["val_mean_dice"]}
             print(json.dumps(row))
     print(write_report(args.track, args.protocol, out).read_text())
+    if args.export:
+        runs = export_records(out / args.protocol, Path(args.export) / args.protocol)
+        print(f"{len(runs)} run records in {write_report(args.track, args.protocol, args.export).parent}")
     return 0
 
 

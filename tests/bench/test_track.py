@@ -11,7 +11,7 @@ from _ssl4mis import make_acdc_like
 
 import medssl.bench.track as track_module
 from medssl.bench.track import RunSpec, run_dir_of, run_one, run_specs, run_track
-from medssl.bench.track_report import gap_closed, write_report
+from medssl.bench.track_report import export_records, gap_closed, write_report
 from medssl.bench.tracks import TRACKS
 from medssl.cli import main
 from medssl.data.io import read_json
@@ -47,6 +47,16 @@ def test_bounds_and_teacher_student_end_to_end(acdc, tmp_path):
     report = write_report("acdc", "smoke", tmp_path).read_text()
     assert "| lower_bound | 0 |" in report and "| ts_gce | 0 |" in report and "upper bound, seed 0" in report
     assert (tmp_path / "smoke" / "val_curves.png").is_file()
+    # the records (no checkpoints) make the same report elsewhere, and copied back they stand for finished runs
+    records = tmp_path / "records"
+    export_records(tmp_path / "smoke", records / "smoke")
+    assert not list(records.rglob("*.pt"))
+    assert (run_dir_of(records / "smoke", specs[2]) / "eval" / "val_curve.csv").is_file()
+    assert write_report("acdc", "smoke", records).read_text() == report
+    fresh = tmp_path / "fresh"
+    export_records(records / "smoke", fresh / "smoke")
+    run_track(ACDC, "smoke", specs[:1], acdc, fresh, device="cpu", jobs=1)
+    assert not (run_dir_of(fresh / "smoke", specs[0]) / "models").exists()
 
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(acdc, tmp_path, monkeypatch):
