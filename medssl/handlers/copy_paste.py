@@ -37,7 +37,10 @@ class CopyPasteHandler:
         alpha: weight of the pseudo-labelled voxels in the loss (BCP's ``u_weight``: 0.5).
 
     Raises:
-        ValueError: an argument out of range; (when running) batches of odd or different sizes.
+        ValueError: an argument out of range.
+
+    Batches of different or odd sizes (a loader's last batch) are cut to the largest even number of pairs; the images
+    left out train nothing that iteration, and an iteration with no pair is supervised only.
     """
 
     def __init__(self, side_ratio: float = 2 / 3, alpha: float = 0.5) -> None:
@@ -59,9 +62,12 @@ class CopyPasteHandler:
         teacher = out.get(SSLKeys.TEACHER_PRED)
         if teacher is None:
             raise RuntimeError("copy-paste needs an EMATeacher attached before it (the pseudo-label source)")
-        if len(x) != len(u) or len(x) % 2:
-            raise ValueError(f"copy-paste mixes halves of equal batches: got {len(x)} labelled and {len(u)} unlabelled "
-                             "images; use equal, even batch sizes")  # fmt: skip
+        # a loader's last, shorter batch: mix the largest even number of pairs; with none, supervised only
+        n = min(len(x), len(u)) // 2 * 2
+        if n == 0:
+            out[SSLKeys.UNLABELED_IMAGE] = None
+            return
+        x, y, u, teacher = x[:n], y[:n], u[:n], teacher[:n]
         plab = teacher.argmax(dim=1, keepdim=True).to(y.dtype) if teacher.shape[1] > 1 else (teacher > 0).to(y.dtype)
         h = len(x) // 2
         box = box_mask(h, x.shape[2:], self.side_ratio, device=x.device)

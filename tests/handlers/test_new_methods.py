@@ -108,6 +108,21 @@ def test_copy_paste_pretraining_is_supervised_only():
     assert torch.equal(engine.state.output[SSLKeys.IMAGE], torch.zeros(2, 1, 4, 4))
 
 
+def test_copy_paste_cuts_a_short_last_batch_to_even_pairs():
+    engine = _engine(unsup_weight=1.0)
+    CopyPasteHandler().attach(engine)
+    x, y = torch.zeros(3, 1, 4, 4), torch.zeros(3, 1, 4, 4)
+    engine.state.output = {SSLKeys.IMAGE: x, SSLKeys.LABEL: y, SSLKeys.UNLABELED_IMAGE: torch.ones(1, 1, 4, 4),
+                           SSLKeys.TEACHER_PRED: torch.zeros(1, 2, 4, 4)}  # fmt: skip
+    engine.fire_event(SSLEvents.INPUTS_READY)  # no pair: supervised only
+    assert engine.state.output[SSLKeys.UNLABELED_IMAGE] is None and engine.state.output[SSLKeys.IMAGE] is x
+    engine.state.output = {SSLKeys.IMAGE: x, SSLKeys.LABEL: y, SSLKeys.UNLABELED_IMAGE: torch.ones(2, 1, 4, 4),
+                           SSLKeys.TEACHER_PRED: torch.zeros(2, 2, 4, 4)}  # fmt: skip
+    engine.fire_event(SSLEvents.INPUTS_READY)  # one pair of halves: 2 mixed images
+    out = engine.state.output
+    assert out[SSLKeys.IMAGE].shape[0] == out[SSLKeys.LABEL].shape[0] == 2 and 0 < float(out[SSLKeys.IMAGE].mean()) < 1
+
+
 def test_box_mix_of_masks():
     mask = box_mask(3, (10, 12), side_ratio=0.5, generator=torch.Generator().manual_seed(0))
     assert mask.sum(dim=(1, 2, 3)).tolist() == [30.0, 30.0, 30.0]
