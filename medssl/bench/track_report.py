@@ -158,7 +158,8 @@ def _plot_curves(runs: pd.DataFrame, root: Path) -> None:
                 ax.plot(curve.iteration, curve.val_mean_dice, label=f"{row.setting} s{row.seed}", lw=1)
         ax.set(title=method, xlabel="iteration")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:  # runs kept as records without a curve draw nothing
+            ax.legend(fontsize=6)
     axes[0][0].set_ylabel("validation Dice (per volume)")
     fig.tight_layout()
     save_figure(fig, root / "val_curves.png")
