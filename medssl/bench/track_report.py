@@ -24,12 +24,14 @@ __all__ = ["RECORD_FILES", "collect", "export_records", "gap_closed", "write_rep
 
 #: What a run keeps in its record: the result, its time, the validation curve and the per-case test table.
 RECORD_FILES = ("result.json", "timing.json", "eval/val_curve.csv", "test/per_case.csv")
+#: The finished runs of a protocol folder (medssl.bench.track.run_dir_of, with a result).
+_RESULTS = "runs/*/*/seed*/result.json"
 
 
 def collect(root: str | Path) -> pd.DataFrame:
     """One row per finished run under ``root`` (a protocol's folder): test metrics, best validation, time."""
     root, rows = Path(root), []
-    for path in sorted(root.glob("runs/*/*/seed*/result.json")):
+    for path in sorted(root.glob(_RESULTS)):
         r = read_json(path)
         row = {k: r.get(k) for k in ("method", "setting", "seed", "iterations", "best_val_dice", "best_val_iteration")}
         row.update({k: r.get(k) for k in ("wall_seconds", "cpu_seconds", "sittings")})
@@ -47,7 +49,7 @@ def export_records(root: str | Path, dest: str | Path) -> list[Path]:
     """
     root, dest = Path(root), Path(dest)
     written = []
-    for result in sorted(root.glob("runs/*/*/seed*/result.json")):
+    for result in sorted(root.glob(_RESULTS)):
         run = result.parent.relative_to(root)
         for name in RECORD_FILES:
             if (root / run / name).is_file():
