@@ -29,7 +29,7 @@ from ignite.engine import Events
 
 from medssl.bench.experiment import teacher_pseudolabels
 from medssl.bench.runs import METHODS, TASKS, reads_pseudo_labels
-from medssl.data.io import read_json, write_json
+from medssl.data.io import exclusive, read_json, write_json
 from medssl.workflows.bundle import config_workflow, device_overrides
 
 __all__ = ["LOWER", "UPPER", "Protocol", "Track", "RunSpec", "run_one", "run_track", "run_dir_of", "run_specs"]
@@ -250,7 +250,8 @@ def run_track(
     from multiprocessing import get_context
 
     out = Path(out)
-    datalists = track.prepare(Path(data_root), out / "data")
+    with exclusive(out / ".prepare.lock"):  # runs started side by side prepare the data once
+        datalists = track.prepare(Path(data_root), out / "data")
     for s in specs:
         track.datalist(datalists, "all" if s.method == UPPER else s.setting, s.seed)  # each run has its data
     jobs = jobs or track.protocols[protocol].jobs

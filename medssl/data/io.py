@@ -25,6 +25,7 @@ from medssl.errors import DataError
 __all__ = [
     "Volume",
     "atomic_path",
+    "exclusive",
     "write_json",
     "read_json",
     "read_volume",
@@ -69,6 +70,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on the file ``path`` (created if absent) while the block runs.
+
+    Two processes that prepare the same output folder (two ``medssl bench accuracy`` runs started together, say)
+    take turns: the second waits, then finds the first one's output. The lock is ``fcntl.flock``, released by the
+    system if the holder dies; where ``fcntl`` is absent (Windows) the block runs unlocked.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield path
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,9 +207,8 @@ def prepare_ssl4mis(
         part: _read_list(path) for part, path in (("validation", found.val_list), ("testing", found.test_list)) if path
     }
     out.mkdir(parents=True, exist_ok=True)
-    stage = out / ".staging"
-    shutil.rmtree(stage, ignore_errors=True)
-    (stage / "images").mkdir(parents=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))  # one per call: two calls never share it
+    (stage / "images").mkdir()
     (stage / "labels").mkdir()
     try:
         labelled_train = sorted(set(train))  # the upper bound labels every training case

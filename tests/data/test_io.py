@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from medssl.data.io import atomic_path, read_json, read_volume, write_json, write_nifti
+from medssl.data.io import atomic_path, exclusive, read_json, read_volume, write_json, write_nifti
 from medssl.errors import DataError
 
 from _dicom import write_dicom_series
@@ -76,6 +76,31 @@ def test_atomic_path_error_keeps_previous_file(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------- JSON
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fcntl locks are POSIX")
+def test_exclusive_makes_a_second_holder_wait(tmp_path):
+    import threading
+    import time
+
+    events: list[str] = []
+    first_in = threading.Event()
+
+    def hold(name: str, after: threading.Event | None) -> None:
+        if after is not None:
+            after.wait()
+        with exclusive(tmp_path / "data" / ".lock"):
+            events.append(f"{name} in")
+            first_in.set()
+            time.sleep(0.2)
+            events.append(f"{name} out")
+
+    threads = [threading.Thread(target=hold, args=("a", None)), threading.Thread(target=hold, args=("b", first_in))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert events == ["a in", "a out", "b in", "b out"]  # b waited for a, though it asked while a held the lock
+
+
 def test_json_round_trip(tmp_path):
     obj = {"training": [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"}], "spacing": [1.0, 1.5], "x": None}
     path = write_json(obj, tmp_path / "d" / "datalist.json")
