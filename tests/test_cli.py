@@ -20,11 +20,23 @@ def test_synth_then_split(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_synth_variation_reaches_the_dataset_and_names_the_phantom_choices(tmp_path):
+    from medssl.commands._arguments import PHANTOM_VARIATIONS
+    from medssl.data.phantoms import VARIATIONS
+
+    assert PHANTOM_VARIATIONS == VARIATIONS
+    argv = ["synth", "--task", "lung_vessel", "--cases", "2", "--size", "32", "--variation", "scanner"]
+    assert main([*argv, "--out", str(tmp_path / "d")]) == 0
+    assert json.loads((tmp_path / "d" / "dataset.json").read_text())["variation"] == "scanner"
+    assert build_parser().parse_args(["demo", "--gap"]).variation == "case"
+
+
 @pytest.mark.parametrize(
     "argv, words",
     [
         (["split", "--datalist", "{tmp}/absent.json", "--labeled-fraction", "0.5", "--out", "{tmp}/s.json"], ["absent.json", "not found"]),
         (["synth", "--task", "brats", "--cases", "0", "--out", "{tmp}/x"], ["cases"]),
+        (["synth", "--task", "brats", "--variation", "scanner", "--out", "{tmp}/x"], ["scanner", "lung_vessel"]),
         (["prepare", "brats", "--root", "{tmp}/nothing", "--out", "{tmp}/o"], ["nothing"]),
     ],
 )

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medssl.demo import DEMO_METHODS, EVALUATIONS, calibrate_iterations, run_demo
+from medssl.data.datalist import load_datalist
+from medssl.demo import DEMO_METHODS, DEMO_VARIATION, EVALUATIONS, calibrate_iterations, label_gap, run_demo
 
 TINY = {
     "roi_size": [16, 16, 16],
@@ -32,6 +33,7 @@ def test_demo_trains_every_method_and_writes_its_table(demo):
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), table, check_dtype=False)
     md = (out / "results.md").read_text()
     assert all(f"| {name} |" in md for name in DEMO_METHODS)
+    assert load_datalist(out / "data" / "dataset.json")["variation"] == DEMO_VARIATION and DEMO_VARIATION in md
     for name in DEMO_METHODS:
         assert (out / "runs" / name / "models" / "model_best.pt").is_file()
         # the test Dice of the table is the mean of the per-case file the evaluation wrote
@@ -71,3 +73,19 @@ def test_demo_names_its_methods_and_size_through_the_registry_and_sizes():
 def test_demo_rejects_a_non_positive_budget(tmp_path):
     with pytest.raises(ValueError, match="minutes"):
         run_demo(tmp_path, minutes=0)
+
+
+def test_label_gap_trains_supervised_at_the_demo_split_and_all_labelled(tmp_path):
+    table = label_gap(
+        tmp_path, iterations=EVALUATIONS, cases=8, size=32, device="cpu", overrides=TINY, variation="scanner"
+    )
+    assert list(table["method"]) == ["30% labelled", "100% labelled"]
+    few, every = load_datalist(tmp_path / "split.json"), load_datalist(tmp_path / "split_1.00.json")
+    # the same validation and test cases; all labelled turns every unlabelled case into a labelled one
+    for part in ("validation", "testing"):
+        assert [e["case_id"] for e in few[part]] == [e["case_id"] for e in every[part]]
+    ids = lambda entries: sorted(e["case_id"] for e in entries)  # noqa: E731
+    assert ids(every["training"]) == ids(few["training"] + few["unlabeled"]) and not every.get("unlabeled")
+    assert load_datalist(tmp_path / "data" / "dataset.json")["variation"] == "scanner"
+    gap = table["test_dice_mean"].iloc[1] - table["test_dice_mean"].iloc[0]
+    assert f"= {gap:.3f} test Dice" in (tmp_path / "gap.md").read_text()

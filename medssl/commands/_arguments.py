@@ -48,6 +48,20 @@ def add_override(parser: argparse.ArgumentParser, what: str = "an inference.json
     )  # fmt: skip
 
 
+#: How much synthetic cases differ (:data:`medssl.data.phantoms.VARIATIONS`, named here so that building the
+#: command line does not import the phantom generators).
+PHANTOM_VARIATIONS = ("case", "scanner")
+
+
+def add_variation_argument(parser: argparse.ArgumentParser) -> None:
+    """``--variation``: how much the lung-vessel phantoms differ."""
+    parser.add_argument(
+        "--variation", choices=PHANTOM_VARIATIONS, default="case",
+        help="lung_vessel phantoms: 'case' (one scanner, cases differ in anatomy and noise) or 'scanner' (each case "
+        "its own calibration, contrast phase, dose and vessel calibre); default case",
+    )  # fmt: skip
+
+
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``medssl synth`` and ``medssl prepare synthetic`` (the same command)."""
     parser.add_argument("--task", choices=["lung_vessel", "brats"], required=True)
@@ -55,3 +69,4 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=64, help="voxels per side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
+    add_variation_argument(parser)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from medssl.commands._arguments import add_variation_argument
+
 HELP = "the main job on synthetic lung-vessel data"
 
 
@@ -13,9 +15,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, default=None, help="training iterations per method (instead of --minutes)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=0)
+    add_variation_argument(parser)
+    parser.add_argument(
+        "--gap",
+        action="store_true",
+        help="instead of the demo, train only the supervised model at 30%% labelled and with all labelled (same "
+        "budget, --iterations, default 290) and report the gap that unlabelled cases could close",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
-    from medssl.demo import run_demo
+    from medssl.demo import label_gap, run_demo
 
-    run_demo(out=args.out, minutes=args.minutes, device=args.device, seed=args.seed, iterations=args.iterations)
+    if args.gap:
+        label_gap(
+            out=args.out, iterations=args.iterations or 290, device=args.device, seed=args.seed,
+            variation=args.variation,
+        )  # fmt: skip
+        return
+    run_demo(
+        out=args.out, minutes=args.minutes, device=args.device, seed=args.seed, iterations=args.iterations,
+        variation=args.variation,
+    )  # fmt: skip

@@ -13,4 +13,7 @@ add_arguments = add_synth_arguments
 def run(args: argparse.Namespace) -> None:
     from medssl.data.synthetic import synthesize
 
-    print(f"wrote {synthesize(task=args.task, cases=args.cases, size=args.size, seed=args.seed, out=args.out)}")
+    path = synthesize(
+        task=args.task, cases=args.cases, size=args.size, seed=args.seed, out=args.out, variation=args.variation
+    )
+    print(f"wrote {path}")

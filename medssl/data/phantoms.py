@@ -17,11 +17,12 @@ and blobs, never over voxels.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
-from medssl.checks import check_in_range, check_type
+from medssl.checks import check_choice, check_in_range, check_type
 
 __all__ = [
     "MIN_SIZE",
@@ -29,6 +30,7 @@ __all__ = [
     "BRATS_MODALITIES",
     "BRATS_LABELS",
     "LUNG_VESSEL_LABELS",
+    "VARIATIONS",
     "smooth_noise",
     "lung_vessel_phantom",
     "brats_phantom",
@@ -61,6 +63,49 @@ _BRATS_TABLE = {
 }
 # Texture amplitude per class: tumour tissue is more heterogeneous than normal brain.
 _BRATS_TEXTURE = np.array([0.0, 0.03, 0.04, 0.03, 0.10, 0.08, 0.12], dtype=np.float32)
+
+
+VARIATIONS = ("case", "scanner")
+"""How much :func:`lung_vessel_phantom` cases differ: ``case`` (anatomy, vessel contrast, blur and noise within one
+scanner's range) or ``scanner`` (cases from different scanners and protocols, see :class:`_LungAppearance`)."""
+
+
+@dataclass(frozen=True)
+class _LungAppearance:
+    """Ranges that :func:`lung_vessel_phantom` draws a case's appearance from (uniform, integers half-open).
+
+    ``scanner`` widens ``case`` the way scans from several sites differ: the calibration of the reconstructed values
+    (a gain about water and an offset, so that air and lung no longer sit at their nominal HU), the contrast phase
+    (vessels from unenhanced, near soft tissue, to enhanced, well above it), the dose (noise), the reconstruction
+    kernel (blur), and the patient (vessel calibre, the number of trees per lung, and how many nodules, the
+    vessel-bright distractors, and how large).
+    """
+
+    vessel_hu: tuple[float, float] = (-100.0, 80.0)
+    noise_sd: tuple[float, float] = (10.0, 50.0)
+    blur: tuple[float, float] = (0.4, 0.9)
+    trees: tuple[int, int] = (6, 10)
+    nodules: tuple[int, int] = (1, 5)
+    nodule_radius: tuple[float, float] = (0.025, 0.06)
+    calibre: tuple[float, float] | None = None
+    gain: tuple[float, float] | None = None
+    offset_hu: tuple[float, float] | None = None
+
+
+_APPEARANCE = {
+    "case": _LungAppearance(),
+    "scanner": _LungAppearance(
+        vessel_hu=(-100.0, 250.0),
+        noise_sd=(10.0, 90.0),
+        blur=(0.4, 1.1),
+        trees=(4, 12),
+        nodules=(0, 14),
+        nodule_radius=(0.02, 0.08),
+        calibre=(0.75, 1.3),
+        gain=(0.75, 1.3),
+        offset_hu=(-200.0, 200.0),
+    ),
+}
 
 
 def _check_size(size: int) -> int:
@@ -246,7 +291,7 @@ def _ellipsoid_radius(x, y, z, centre, semi) -> np.ndarray:
 
 
 def lung_vessel_phantom(
-    size: int, rng: np.random.Generator, return_regions: bool = False
+    size: int, rng: np.random.Generator, return_regions: bool = False, variation: str = "case"
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """A chest CT cube in Hounsfield units with a labelled pulmonary vessel tree.
 
@@ -255,12 +300,15 @@ def lung_vessel_phantom(
     rooted around its hilum that taper down to about one voxel in radius (vessel HU varies by case, always far above
     lung), plus distractors that are not labelled: nodule-like bright blobs and airways (dark lumen, bright wall). The
     image is blurred (partial volume, scanner resolution) and gets Gaussian noise. Anatomy, contrast, blur and noise
-    vary with ``rng``.
+    vary with ``rng``; ``variation="scanner"`` also varies the scanner's calibration (gain and offset of every
+    value), the contrast phase, dose, kernel, the vessels' calibre and count and the nodules' count and size, as
+    cases from several sites do.
 
     Args:
         size: voxels per side of the cube, in [32, 256].
         rng: source of randomness; the same generator state gives the same phantom.
         return_regions: also return boolean masks of the anatomy, for tests and inspection.
+        variation: one of :data:`VARIATIONS`. ``case`` draws exactly what earlier versions drew from ``rng``.
 
     Returns:
         ``(image, label)``: float32 HU image and uint8 vessel mask (1 = vessel, only inside the lungs), both
@@ -277,9 +325,14 @@ def lung_vessel_phantom(
     """
     size = _check_size(size)
     rng = _check_rng(rng)
+    look = _APPEARANCE[check_choice("variation", variation, VARIATIONS)]
     shape = (size, size, size)
     x, y, z = _grid(size)
     u = rng.uniform
+    # The scanner's draws come first and only when asked for, so that ``case`` phantoms stay what they were.
+    calibre = u(*look.calibre) if look.calibre else 1.0
+    gain = u(*look.gain) if look.gain else 1.0
+    offset = u(*look.offset_hu) if look.offset_hu else 0.0
 
     # Body: an elliptic cylinder along z (the scan is cropped to the chest), slightly narrower at the top.
     body_a = u(0.42, 0.47) * size * (1.0 - 0.08 * (z / size + 0.5))
@@ -344,11 +397,11 @@ def lung_vessel_phantom(
     nodule = np.zeros(shape, dtype=np.float32)
     lung_idx = np.flatnonzero(lung)
     blob_noise = smooth_noise(shape, max(2.0, size / 16), rng)
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(*look.nodules))):
         if lung_idx.size == 0:
             break
         centre = np.array(np.unravel_index(int(rng.choice(lung_idx)), shape), dtype=float)
-        radius = max(1.2, u(0.025, 0.06) * size)
+        radius = max(1.2, u(*look.nodule_radius) * size)
         hit = _segment_distance(shape, centre, centre, radius, radius, 0.3 * radius)
         if hit is not None:
             box, dist, rad = hit
@@ -358,21 +411,23 @@ def lung_vessel_phantom(
 
     # Vessel trees: several per lung from around the hilum towards random targets within the lung, drawn last so
     # that the label is what the image shows where a vessel crosses a distractor.
-    r_root = u(0.03, 0.04) * size
+    r_root = u(0.03, 0.04) * size * calibre
     segments = []
     for side, centre, semi in hila:
         hilum = centre + np.array([-side * 0.6 * semi[0], 0.0, 0.0]) + (size - 1) / 2.0
-        for _ in range(int(rng.integers(6, 10))):
+        for _ in range(int(rng.integers(*look.trees))):
             root = hilum + rng.normal(0.0, 0.03 * size, 3)
             target = centre + (size - 1) / 2.0 + semi * _unit(rng.standard_normal(3)) * u(0.5, 1.0)
             segments += _grow_tree(root, target - root, r_root * u(0.8, 1.1), rng, lung, r_min=0.7, max_depth=12)
     vessel = _rasterise(shape, segments, (0.0,))[0] * lung
-    image = image * (1.0 - vessel) + u(-100.0, 80.0) * vessel
+    image = image * (1.0 - vessel) + u(*look.vessel_hu) * vessel
     label = (vessel >= 0.5).astype(np.uint8)
 
-    # Scanner point-spread function, then quantum noise.
-    image = ndimage.gaussian_filter(image, sigma=u(0.4, 0.9), mode="nearest")
-    image += rng.normal(0.0, u(10.0, 50.0), shape).astype(np.float32)
+    # Scanner point-spread function, then quantum noise, then the scanner's calibration (a gain about water, 0 HU).
+    image = ndimage.gaussian_filter(image, sigma=u(*look.blur), mode="nearest")
+    image += rng.normal(0.0, u(*look.noise_sd), shape).astype(np.float32)
+    if look.gain or look.offset_hu:
+        image = image * np.float32(gain) + np.float32(offset)
     image = np.clip(image, -1024.0, 3071.0).astype(np.float32)
 
     if not return_regions:

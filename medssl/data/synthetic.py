@@ -29,6 +29,7 @@ from medssl.data.phantoms import (
     LUNG_VESSEL_LABELS,
     MAX_SIZE,
     MIN_SIZE,
+    VARIATIONS,
     brats_phantom,
     lung_vessel_phantom,
 )
@@ -71,7 +72,9 @@ def case_affine(size: int, spacing: float) -> np.ndarray:
     return affine
 
 
-def synthesize(task: str, cases: int, size: int, seed: int, out: str | os.PathLike) -> Path:
+def synthesize(
+    task: str, cases: int, size: int, seed: int, out: str | os.PathLike, variation: str = "case"
+) -> Path:
     """Generate ``cases`` phantoms of ``task`` and write them with a decathlon-style ``dataset.json`` under ``out``.
 
     ``dataset.json`` holds ``name``, ``description``, ``task``, ``seed``, ``size``, ``spacing``, ``modality``,
@@ -86,19 +89,24 @@ def synthesize(task: str, cases: int, size: int, seed: int, out: str | os.PathLi
         size: voxels per side of each cubic volume, in [32, 256].
         seed: non-negative integer; case ``i`` is generated from ``(seed, i)``.
         out: output folder, created if needed.
+        variation: ``lung_vessel`` only: how much cases differ (:data:`~medssl.data.phantoms.VARIATIONS`); ``scanner``
+            gives each case its own scanner calibration, contrast phase, dose and vessel calibre.
 
     Returns:
         Path of the written ``dataset.json``.
 
     Raises:
         TypeError: ``cases``, ``size`` or ``seed`` is not an int.
-        ValueError: ``task`` is unknown, ``cases`` < 1, ``size`` outside [32, 256], ``seed`` < 0, or ``out`` is an
-            existing file.
+        ValueError: ``task`` or ``variation`` is unknown (or ``variation`` is not ``case`` for brats), ``cases`` < 1,
+            ``size`` outside [32, 256], ``seed`` < 0, or ``out`` is an existing file.
 
     >>> synthesize("lung_vessel", cases=2, size=32, seed=0, out="data/lung")  # doctest: +SKIP
     PosixPath('data/lung/dataset.json')
     """
     check_choice("task", task, TASKS)
+    check_choice("variation", variation, VARIATIONS)
+    if variation != "case" and task != "lung_vessel":
+        raise ValueError(f"variation {variation!r} is for lung_vessel phantoms, not {task}.")
     cases = _check_int("cases", cases, 1)
     size = _check_int("size", size, MIN_SIZE, MAX_SIZE)
     seed = _check_int("seed", seed, 0)
@@ -115,7 +123,7 @@ def synthesize(task: str, cases: int, size: int, seed: int, out: str | os.PathLi
         rng = case_rng(seed, i)
         label_rel = f"labelsTr/{name}.nii.gz"
         if task == "lung_vessel":
-            image, label = lung_vessel_phantom(size, rng)
+            image, label = lung_vessel_phantom(size, rng, variation=variation)
             image_rel: str | list[str] = f"imagesTr/{name}.nii.gz"
             write_nifti(image, affine, out / image_rel, dtype=np.float32)
         else:
@@ -132,6 +140,7 @@ def synthesize(task: str, cases: int, size: int, seed: int, out: str | os.PathLi
         "task": task,
         "seed": seed,
         "size": size,
+        "variation": variation,
         "spacing": [spacing] * 3,
         "generator": f"medssl {__version__} medssl.data.synthetic",
         "tensorImageSize": "3D",

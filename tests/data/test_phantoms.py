@@ -98,6 +98,34 @@ def test_lung_distractors_are_not_labelled():
     assert not (regions["airway"] & ~regions["body"]).any(), "airways stay inside the body"
 
 
+def _parenchyma_and_vessel_hu(seed: int, variation: str) -> tuple[float, float]:
+    image, label, regions = lung_vessel_phantom(
+        SIZE, np.random.default_rng([seed, 0]), return_regions=True, variation=variation
+    )
+    vessel = label.astype(bool)
+    assert not (vessel & ~regions["lung"]).any()
+    near = ndimage.binary_dilation(vessel | regions["nodule"] | regions["airway"], iterations=2)
+    parenchyma = ndimage.binary_erosion(regions["lung"], iterations=2) & ~near
+    return float(image[parenchyma].mean()), float(image[vessel].mean())
+
+
+def test_scanner_variation_spreads_calibration_and_contrast_between_cases():
+    case = np.array([_parenchyma_and_vessel_hu(seed, "case") for seed in range(8)])
+    scanner = np.array([_parenchyma_and_vessel_hu(seed, "scanner") for seed in range(8)])
+    # one scanner: lung parenchyma within ~50 HU of its nominal value; several: offsets of up to 200 HU and gains
+    assert case[:, 0].std() < 30.0 and scanner[:, 0].std() > 3 * case[:, 0].std()
+    assert scanner[:, 1].std() > case[:, 1].std()  # contrast phase: unenhanced to enhanced vessels
+    assert (scanner[:, 1] > scanner[:, 0] + 150.0).all()  # vessels stay brighter than lung in every case
+
+
+def test_scanner_variation_keeps_the_case_stream_and_checks_its_name():
+    rng = lambda: np.random.default_rng([2, 0])  # noqa: E731
+    default = lung_vessel_phantom(SIZE, rng())
+    np.testing.assert_array_equal(default[0], lung_vessel_phantom(SIZE, rng(), variation="case")[0])
+    with pytest.raises(ValueError, match="variation"):
+        lung_vessel_phantom(SIZE, rng(), variation="vendor")
+
+
 # --- brats phantom ------------------------------------------------------------------------------------------------
 
 
@@ -164,6 +192,8 @@ def test_phantom_wrong_types(phantom):
         ({"seed": -1}, ValueError, "seed"),
         ({"cases": 2.0}, TypeError, "cases"),
         ({"size": "64"}, TypeError, "size"),
+        ({"variation": "vendor"}, ValueError, "variation"),
+        ({"task": "brats", "variation": "scanner"}, ValueError, "variation"),
     ],
 )
 def test_synthesize_bad_arguments(tmp_path, kwargs, error, name):
@@ -187,7 +217,7 @@ def test_synthesize_lung_vessel_dataset(tmp_path):
     assert path == tmp_path / "lung" / "dataset.json"
     ds = json.loads(path.read_text())
     assert ds["name"] == "lung_vessel_synthetic" and ds["task"] == "lung_vessel"
-    assert ds["seed"] == 7 and ds["size"] == SIZE and ds["numTraining"] == 2
+    assert ds["seed"] == 7 and ds["size"] == SIZE and ds["numTraining"] == 2 and ds["variation"] == "case"
     assert ds["labels"] == {"0": "background", "1": "vessel"}
     assert [e["image"] for e in ds["training"]] == [f"imagesTr/lung_vessel_00{i}.nii.gz" for i in range(2)]
     assert [e["label"] for e in ds["training"]] == [f"labelsTr/lung_vessel_00{i}.nii.gz" for i in range(2)]
