@@ -193,6 +193,17 @@ def plot_curves(results: dict[str, RunResult], path: str | os.PathLike) -> Path:
     return save_figure(fig, path)
 
 
+def _write_table(table: pd.DataFrame, header: str, out: Path, stem: str) -> str:
+    """Write ``table`` to ``out/<stem>.csv`` and, under ``header``, to ``out/<stem>.md`` (atomically); return the
+    markdown."""
+    with atomic_path(out / f"{stem}.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    markdown = _markdown(table, header)
+    with atomic_path(out / f"{stem}.md") as tmp:
+        tmp.write_text(markdown)
+    return markdown
+
+
 def _demo_split(out: Path, cases: int, size: int, seed: int, labeled_fraction: float, variation: str) -> Path:
     """The demo's phantoms in ``out/data`` (generated once per variation) split at ``labeled_fraction``; validation
     and test cases do not depend on the fraction."""
@@ -237,12 +248,7 @@ def label_gap(
         f"Synthetic lung-vessel CT ({variation} variation), supervised only, {iterations} iterations on {dev}: "
         f"all labelled minus {LABELED_FRACTION:.0%} labelled = {gap:.3f} test Dice."
     )
-    with atomic_path(out / "gap.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    markdown = _markdown(table, header)
-    with atomic_path(out / "gap.md") as tmp:
-        tmp.write_text(markdown)
-    print(markdown)
+    print(_write_table(table, header, out, "gap"))
     return table
 
 
@@ -301,11 +307,7 @@ def run_demo(
         f"{len(split['unlabeled'])} unlabelled cases ({LABELED_FRACTION:.0%} labelled), "
         f"Dice on {len(split['testing'])} test cases, {iterations} iterations per method on {dev}."
     )
-    with atomic_path(out / "results.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    markdown = _markdown(table, header)
-    with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(markdown)
+    markdown = _write_table(table, header, out, "results")
     _save_predictions(results, split["testing"][0], settings["roi_size"], dev, out / "predictions.png")
     plot_curves(results, out / "curves.png")
     print()
