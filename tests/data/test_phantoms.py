@@ -118,7 +118,7 @@ def test_scanner_variation_spreads_calibration_and_contrast_between_cases():
     assert (scanner[:, 1] > scanner[:, 0] + 150.0).all()  # vessels stay brighter than lung in every case
 
 
-def test_scanner_variation_keeps_the_case_stream_and_checks_its_name():
+def test_case_is_the_default_variation_and_an_unknown_one_is_refused():
     rng = lambda: np.random.default_rng([2, 0])  # noqa: E731
     default = lung_vessel_phantom(SIZE, rng())
     np.testing.assert_array_equal(default[0], lung_vessel_phantom(SIZE, rng(), variation="case")[0])
