@@ -373,7 +373,8 @@ register(
         "pseudo-labels of the weak view, the loss on a strong CutMixed view where confident",
         uses_head=True, strong_views=1,
     ),
-    variants={"fixmatch": {}, "fixmatch_learned": {"threshold_mode": "learned"}},
+    # fixmatch_t05: the fixed cut at the ACDC prior's mean, to tell the learned threshold from a low cut
+    variants={"fixmatch": {}, "fixmatch_learned": {"threshold_mode": "learned"}, "fixmatch_t05": {"threshold": 0.5}},
 )
 register(
     Method(
