@@ -119,18 +119,30 @@ def run_benchmark(cfg: dict[str, Any], isolate: bool = True, log: Callable[[str]
 
 
 def merge_reports(earlier: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
-    """``report`` with the phases it did not run taken from ``earlier`` (same machine), targets recomputed.
+    """``report`` with the phases it did not run taken from ``earlier``, targets recomputed.
 
-    Phases taken over are listed in ``kept_from_earlier`` with their dates and settings, so the report says which
-    numbers are from which run.
+    Phases taken over are listed in ``kept_from_earlier`` with the date, settings and machine (CPU, fp32 matmul rate)
+    of the run that measured them (for a phase ``earlier`` had itself kept, the run before it), so the report says
+    which numbers are from which run and machine.
     """
     kept = {name: result for name, result in earlier.get("phases", {}).items() if name not in report["phases"]}
     if not kept:
         return report
     merged = dict(report)
     merged["phases"] = {name: {**kept, **report["phases"]}[name] for name in PHASES if name in {**kept, **report["phases"]}}
+    machine = earlier.get("machine", {})
+    origin = {
+        "date": machine.get("date"),
+        "config": earlier.get("config"),
+        "cpu": machine.get("cpu"),
+        "matmul_gflops_fp32": machine.get("matmul_gflops_fp32"),
+    }
     merged["kept_from_earlier"] = {
-        name: {"date": result.get("date", earlier.get("machine", {}).get("date")), "config": earlier.get("config")}
+        name: {
+            **origin,
+            "date": result.get("date", origin["date"]),
+            **earlier.get("kept_from_earlier", {}).get(name, {}),  # kept twice: the first run's facts
+        }
         for name, result in kept.items()
     }
     merged["targets"] = targets(merged)

@@ -48,7 +48,14 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     for name, kept in report.get("kept_from_earlier", {}).items():
-        lines += [f"Phase `{name}` is kept from an earlier run on this machine ({kept['date']}).", ""]
+        cpu = kept.get("cpu")
+        if cpu is None:
+            where = "machine not recorded"
+        else:
+            where = f"{cpu}, fp32 matmul {kept.get('matmul_gflops_fp32')} GFLOP/s"
+            if cpu != m["cpu"]:
+                where += "; another machine: compare its figures with this run's as ratios only"
+        lines += [f"Phase `{name}` is kept from an earlier run ({kept['date']}; {where}).", ""]
     train = report["phases"].get("train")
     if train:
         roi = "x".join(map(str, train["roi"]))
