@@ -39,6 +39,7 @@ from medssl.losses.semi_supervised import MaskedDiceCELoss
 __all__ = [
     "READS",
     "ROBUST_LOSSES",
+    "PSEUDO_LABEL_LOSSES",
     "Method",
     "MethodContext",
     "SSLMethod",
@@ -69,6 +70,10 @@ SCHEDULE = {"max_weight": 1.0, "warmup": 0.4, "ramp": 0.1, "start_dice": None, "
 LEARNED = {"prior_mu": 0.5, "prior_std": 0.1, "mode": "elbo", "samples": 256, "tau": 0.05, "kl_weight": 0.1}
 #: Where pseudo-labels come from: the student's own predictions, or an EMA teacher's (mean teacher's) with this decay.
 SOURCE = {"source": "student", "ema_decay": 0.99}
+#: The loss of the pseudo-label methods on their pseudo-labels (``unsup_loss``): Dice + cross-entropy (the authors'
+#: Dice, with cross-entropy for multi-class), or cross-entropy alone. On ACDC the Dice term of the student's own
+#: pseudo-labels of the same view erases the foreground within a few hundred iterations (benchmarks/RESULTS.md).
+PSEUDO_LABEL_LOSSES = ("dice_ce", "ce")
 #: The pseudo-label gate: no pseudo-label loss (nor KL) under this foreground share, or a threshold outside the range.
 GATE = {"gate_foreground": 0.005, "gate_threshold_range": (0.01, 0.99)}
 
@@ -284,7 +289,8 @@ def _pseudo_label(name: str, fixed: bool) -> Builder:
         handlers: list[Any] = [_teacher(settings, context)] if settings["source"] == "teacher" else []
         threshold = _threshold(settings, context, settings["threshold"] if fixed else None)
         handlers.append(PseudoLabelHandler(threshold, settings["source"], settings["temperature"], _gate(settings)))
-        return _method(name, settings, context, handlers, MaskedDiceCELoss())
+        dice = check_choice("unsup_loss", settings["unsup_loss"], PSEUDO_LABEL_LOSSES) == "dice_ce"
+        return _method(name, settings, context, handlers, MaskedDiceCELoss(lambda_dice=1.0 if dice else 0.0))
 
     return build
 
@@ -337,18 +343,20 @@ register(
 )
 register(
     Method(
-        "segpl", READS[1], _PAPER_000, {**SCHEDULE, "threshold": 0.5, "temperature": 1.0, **SOURCE, **GATE},
+        "segpl", READS[1], _PAPER_000,
+        {**SCHEDULE, "threshold": 0.5, "temperature": 1.0, **SOURCE, "unsup_loss": "dice_ce", **GATE},
         _pseudo_label("segpl", True), "EM pseudo-labels: predictions cut at a fixed threshold",
     ),
-    variants={"segpl": {}, "segpl_ema": {"source": "teacher"}},
+    variants={"segpl": {}, "segpl_ema": {"source": "teacher"}, "segpl_ce": {"unsup_loss": "ce"}},
 )
 register(
     Method(
-        "bpl", READS[1], _PAPER_000, {**SCHEDULE, **LEARNED, "temperature": 1.0, **SOURCE, **GATE},
+        "bpl", READS[1], _PAPER_000,
+        {**SCHEDULE, **LEARNED, "temperature": 1.0, **SOURCE, "unsup_loss": "dice_ce", **GATE},
         _pseudo_label("bpl", False), "Bayesian pseudo-labels: the threshold learned by variational inference",
         uses_head=True,
     ),
-    variants={"bpl_kl_only": {"mode": "kl_only"}, "bpl_elbo": {"mode": "elbo"}},
+    variants={"bpl_kl_only": {"mode": "kl_only"}, "bpl_elbo": {"mode": "elbo"}, "bpl_ce": {"unsup_loss": "ce"}},
 )
 register(
     Method(

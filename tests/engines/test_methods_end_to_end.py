@@ -135,3 +135,24 @@ def test_teacher_student_with_each_robust_loss(split, tmp_path, robust_loss):
     trainer, net, _, _, losses = _train(student_data, "teacher_student", robust_loss=robust_loss, epochs=1)
     assert all(math.isfinite(v) for v in losses)
     assert "unsupervised" in trainer.state.output[SSLKeys.LOSS_TERMS]
+
+
+@pytest.mark.parametrize("method", ["segpl", "bpl"])
+def test_pseudo_label_loss_is_dice_ce_or_cross_entropy_alone(method):
+    """``unsup_loss ce`` leaves the Dice term out: the loss is the cross-entropy of the kept voxels."""
+    net = _net()
+    head = ThresholdHead(3, in_channels=8) if method == "bpl" else None
+    torch.manual_seed(1)
+    logits, target = torch.randn(2, 3, 4, 4, 4), torch.randint(0, 3, (2, 1, 4, 4, 4))
+    mask = (torch.rand(2, 1, 4, 4, 4) > 0.3).float()
+    ce = torch.nn.functional.cross_entropy(logits, target[:, 0], reduction="none")[:, None]
+    expected = (ce * mask).sum() / mask.sum()
+    losses = {}
+    for choice in ("dice_ce", "ce"):
+        ssl = build_method(method, {"unsup_loss": choice}, network=net, head=head, feature_layer="model.1", run_length=4)
+        losses[choice] = ssl.unsup_loss(logits, target, mask=mask)
+    assert losses["ce"] == pytest.approx(expected.item(), rel=1e-5)
+    assert losses["dice_ce"] > losses["ce"] + 0.1  # the Dice term of random logits is far from 0
+    with pytest.raises(ValueError, match="unsup_loss"):
+        build_method(method, {"unsup_loss": "dice"}, network=net, head=head, feature_layer="model.1", run_length=4)
+
