@@ -71,8 +71,9 @@ LEARNED = {"prior_mu": 0.5, "prior_std": 0.1, "mode": "elbo", "samples": 256, "t
 #: Where pseudo-labels come from: the student's own predictions, or an EMA teacher's (mean teacher's) with this decay.
 SOURCE = {"source": "student", "ema_decay": 0.99}
 #: The loss of the pseudo-label methods on their pseudo-labels (``unsup_loss``): Dice + cross-entropy (the authors'
-#: Dice, with cross-entropy for multi-class), or cross-entropy alone. On ACDC the Dice term of the student's own
-#: pseudo-labels of the same view erases the foreground within a few hundred iterations (benchmarks/RESULTS.md).
+#: Dice, with cross-entropy for multi-class), or cross-entropy alone. On ACDC, pseudo-labels of the student's own
+#: prediction of the same view erase the foreground once their loss starts; cross-entropy alone slows that fall but
+#: does not stop it, so the default stays (benchmarks/RESULTS.md).
 PSEUDO_LABEL_LOSSES = ("dice_ce", "ce")
 #: The pseudo-label gate: no pseudo-label loss (nor KL) under this foreground share, or a threshold outside the range.
 GATE = {"gate_foreground": 0.005, "gate_threshold_range": (0.01, 0.99)}
