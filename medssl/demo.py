@@ -62,8 +62,8 @@ TEST_FRACTION = 0.25
 DEMO_VARIATION = "case"
 #: The methods the demo compares, as it names them -> variants of :data:`medssl.methods.VARIANTS`.
 #: The supervised lower bound, FixMatch (fixed threshold: the best on the ACDC track by validation Dice when the demo
-#: was set; the learned threshold has done better there since, not yet measured here: benchmarks/RESULTS.md) and
-#: Bayesian pseudo-labels (the learned threshold of paper 000, drawn in curves.png).
+#: was set; on ACDC a lower cut, learned or fixed at 0.5, has done better since, not yet measured here:
+#: benchmarks/RESULTS.md) and Bayesian pseudo-labels (the learned threshold of paper 000, drawn in curves.png).
 DEMO_METHODS = {"supervised": "supervised", "fixmatch": "fixmatch", "bpl": "bpl_elbo"}
 #: The lung-vessel bundle at a size that trains in minutes on a CPU: 48^3 patches, a 4-level UNet.
 DEMO_OVERRIDES: dict[str, Any] = DEMO_LUNG.overrides()
