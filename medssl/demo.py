@@ -1,7 +1,9 @@
 """``medssl demo``: does semi-supervised training help on this kind of data, and what does it cost?
 
 On synthetic lung-vessel CT that medssl generates itself (no download), at 30% labelled, the demo trains the
-supervised lower bound, FixMatch (fixed threshold) and Bayesian pseudo-labels (a learned threshold) with the lung-vessel bundle's own components, each for the same number of iterations, evaluates each on held-out test cases with sliding-window inference, and writes to the output folder:
+supervised lower bound, FixMatch (fixed threshold) and Bayesian pseudo-labels (a learned threshold) with the
+lung-vessel bundle's own components, each for the same number of iterations, evaluates each on held-out test cases
+with sliding-window inference, and writes to the output folder:
 
 - ``results.csv`` and ``results.md``: test Dice (mean and sd over test cases) per method, best validation Dice,
   iterations and training time; the table is also printed;
