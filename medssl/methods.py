@@ -357,7 +357,11 @@ register(
         _pseudo_label("bpl", False), "Bayesian pseudo-labels: the threshold learned by variational inference",
         uses_head=True,
     ),
-    variants={"bpl_kl_only": {"mode": "kl_only"}, "bpl_elbo": {"mode": "elbo"}, "bpl_ce": {"unsup_loss": "ce"}},
+    # bpl_ema: the learned threshold cuts the EMA teacher's prediction (the head stays on the student), as segpl_ema
+    variants={
+        "bpl_kl_only": {"mode": "kl_only"}, "bpl_elbo": {"mode": "elbo"}, "bpl_ce": {"unsup_loss": "ce"},
+        "bpl_ema": {"source": "teacher"},
+    },
 )
 register(
     Method(

@@ -195,6 +195,32 @@ def test_bpl_elbo_head_learns_from_the_labelled_evidence():
     assert all(p.grad is None for p in net.parameters())  # the predictions are detached: only T learns from it
 
 
+def test_bpl_from_the_ema_teacher_cuts_the_teacher_with_the_students_threshold():
+    torch.manual_seed(0)
+    net = UNet(2, 1, 1, channels=(4, 8), strides=(2,))
+    engine = _engine(unsup_weight=1.0)
+    engine.network, engine.optimizer = net, torch.optim.SGD(net.parameters(), lr=0.1)
+    head = ThresholdHead(2, in_channels=12, mode="per_image")
+    BayesianPseudoLabelHandler(head, feature_layer="model.1", mode="elbo", source="teacher").attach(engine)
+    net.train()
+    engine.fire_event(SSLEvents.INPUTS_READY)
+    pred = net(torch.randn(3, 1, 16, 16))
+    teacher = torch.full((2, 1, 16, 16), -1.0)
+    teacher[:, :, :8] = 1.0  # the teacher's top half is foreground at any cut between 0.27 and 0.73
+    engine.state.output = {
+        SSLKeys.PRED: pred[:1], SSLKeys.LABEL: torch.ones(1, 1, 16, 16), SSLKeys.UNLABELED_PRED: pred[1:],
+        SSLKeys.TEACHER_PRED: teacher,
+    }
+    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+    out = engine.state.output
+    threshold = out[SSLKeys.THRESHOLD]
+    assert ((threshold > 0.4) & (threshold < 0.6)).all()  # the head, at the prior N(0.5, 0.1), on the student
+    expected = torch.zeros(2, 1, 16, 16)
+    expected[:, :, :8] = 1.0
+    assert torch.equal(out[SSLKeys.PSEUDO_LABEL], expected)  # the teacher's cut, not the student's
+    assert "threshold_fit" in out[SSLKeys.LOSS_TERMS]  # the head still learns from the student's labelled evidence
+
+
 def test_bpl_per_pixel_threshold_resized_to_prediction():
     torch.manual_seed(0)
     net = UNet(2, 1, 3, channels=(4, 8), strides=(2,))
