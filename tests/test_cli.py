@@ -28,7 +28,10 @@ def test_synth_variation_reaches_the_dataset_and_names_the_phantom_choices(tmp_p
     argv = ["synth", "--task", "lung_vessel", "--cases", "2", "--size", "32", "--variation", "scanner"]
     assert main([*argv, "--out", str(tmp_path / "d")]) == 0
     assert json.loads((tmp_path / "d" / "dataset.json").read_text())["variation"] == "scanner"
-    assert build_parser().parse_args(["demo", "--gap"]).variation == "case"
+    from medssl.demo import DEMO_VARIATION
+
+    assert build_parser().parse_args(["demo", "--gap"]).variation == DEMO_VARIATION == "scanner"
+    assert build_parser().parse_args(["synth", "--task", "brats", "--out", "x"]).variation == "case"
 
 
 @pytest.mark.parametrize(

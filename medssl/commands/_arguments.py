@@ -53,12 +53,12 @@ def add_override(parser: argparse.ArgumentParser, what: str = "an inference.json
 PHANTOM_VARIATIONS = ("case", "scanner")
 
 
-def add_variation_argument(parser: argparse.ArgumentParser) -> None:
+def add_variation_argument(parser: argparse.ArgumentParser, default: str = "case") -> None:
     """``--variation``: how much the lung-vessel phantoms differ."""
     parser.add_argument(
-        "--variation", choices=PHANTOM_VARIATIONS, default="case",
+        "--variation", choices=PHANTOM_VARIATIONS, default=default,
         help="lung_vessel phantoms: 'case' (one scanner, cases differ in anatomy and noise) or 'scanner' (each case "
-        "its own calibration, contrast phase, dose and vessel calibre); default case",
+        f"its own calibration, contrast phase, dose and vessel calibre); default {default}",
     )  # fmt: skip
 
 
