@@ -131,3 +131,27 @@ def test_cli_train_resume_evaluate_infer_export(brats2d_data, tmp_path, run_bund
     configs = cwd / "configs"
     meta, inference = str(configs / "metadata.json"), str(configs / "inference.json")
     verify_net_in_out("network_def", meta_file=meta, config_file=inference, device="cpu")
+
+
+def test_supervised_dice_is_pooled_over_the_slices_of_a_batch(bundles_dir):
+    """A class absent from a slice must not cost a whole Dice term for one stray voxel there: per-slice Dice made the
+    models of the real BraTS track stop predicting tumour core and enhancing tumour (both 0.0 on test)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(bundles_dir / BUNDLE / "configs" / "train.json")
+    loss = parser.get_parsed_content("loss")
+    label = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    label[0, 0, 2:6, 2:6] = 3  # enhancing tumour, 16 voxels on the first slice; the second slice has none
+    predicted = label.clone()
+    predicted[1, 0, 0, 0] = 3  # one stray voxel on the tumour-free slice
+    logits = 20.0 * torch.nn.functional.one_hot(predicted[:, 0], 4).permute(0, 3, 1, 2).float()
+    ce = torch.nn.functional.cross_entropy(logits, label[:, 0])
+    # soft Dice per class with MONAI's smoothing (1e-5), the sums taken over both slices at once
+    prob, onehot = logits.softmax(1), torch.nn.functional.one_hot(label[:, 0], 4).permute(0, 3, 1, 2).float()
+    dims = (0, 2, 3)
+    dice = (2 * (prob * onehot).sum(dims) + 1e-5) / (prob.sum(dims) + onehot.sum(dims) + 1e-5)
+    assert dice[3] == pytest.approx(32 / 33, abs=1e-4)  # 16 voxels found, 1 stray: nearly perfect
+    assert float(loss(logits, label)) == pytest.approx(float(ce + (1 - dice).mean()), abs=1e-5)
+    # per slice, the stray voxel would cost the second slice its whole enhancing-tumour term: above 0.1 more
+    assert float(loss(logits, label)) < float(ce) + 0.05
