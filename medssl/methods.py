@@ -92,6 +92,10 @@ class MethodContext:
     #: length of the run in ``unit`` ("epochs" or "iterations"), to turn schedule fractions into lengths
     run_length: float = 1.0
     unit: str = "epochs"
+    #: pool the Dice of the losses on pseudo-labels and mixed labels over the batch, as a bundle of 2D slices pools its
+    #: supervised Dice: most slices hold no small structure, and a Dice per slice charges each a whole term for one
+    #: stray voxel (it taught the real BraTS track's models to predict no tumour core)
+    dice_batch: bool = False
 
 
 @dataclass
@@ -291,7 +295,8 @@ def _pseudo_label(name: str, fixed: bool) -> Builder:
         threshold = _threshold(settings, context, settings["threshold"] if fixed else None)
         handlers.append(PseudoLabelHandler(threshold, settings["source"], settings["temperature"], _gate(settings)))
         dice = check_choice("unsup_loss", settings["unsup_loss"], PSEUDO_LABEL_LOSSES) == "dice_ce"
-        return _method(name, settings, context, handlers, MaskedDiceCELoss(lambda_dice=1.0 if dice else 0.0))
+        loss = MaskedDiceCELoss(lambda_dice=1.0 if dice else 0.0, batch=context.dice_batch)
+        return _method(name, settings, context, handlers, loss)
 
     return build
 
@@ -323,13 +328,14 @@ def _weak_strong(name: str, views: int) -> Builder:
         handler = WeakToStrongHandler(threshold, views=views, perturb_layers=layers, dropout=settings["dropout"],
                                       cutmix_prob=settings["cutmix_prob"], temperature=settings["temperature"],
                                       gate=_gate(settings))  # fmt: skip
-        return _method(name, settings, context, [handler], MaskedDiceCELoss())
+        return _method(name, settings, context, [handler], MaskedDiceCELoss(batch=context.dice_batch))
 
     return build
 
 
 def _bcp(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
-    handlers = [_teacher(settings, context, restart=True), CopyPasteHandler(settings["side_ratio"], settings["alpha"])]
+    mixer = CopyPasteHandler(settings["side_ratio"], settings["alpha"], dice_batch=context.dice_batch)
+    handlers = [_teacher(settings, context, restart=True), mixer]
     return _method("bcp", settings, context, handlers)
 
 

@@ -35,6 +35,7 @@ class CopyPasteHandler:
     Args:
         side_ratio: the box's side as a share of each image side (BCP: 2/3).
         alpha: weight of the pseudo-labelled voxels in the loss (BCP's ``u_weight``: 0.5).
+        dice_batch: pool the loss's Dice over the batch (2D slices; see :class:`medssl.methods.MethodContext`).
 
     Raises:
         ValueError: an argument out of range.
@@ -43,10 +44,10 @@ class CopyPasteHandler:
     left out train nothing that iteration, and an iteration with no pair is supervised only.
     """
 
-    def __init__(self, side_ratio: float = 2 / 3, alpha: float = 0.5) -> None:
+    def __init__(self, side_ratio: float = 2 / 3, alpha: float = 0.5, dice_batch: bool = False) -> None:
         self.side_ratio = check_in_range("side_ratio", side_ratio, 0.0, 1.0, low_inclusive=False)
         self.alpha = check_in_range("alpha", alpha, 0.0, 1.0)
-        self.loss = MaskedDiceCELoss()
+        self.loss = MaskedDiceCELoss(batch=dice_batch)
 
     def attach(self, engine: Engine) -> None:
         """Mix before the forward pass (after the teacher's predictions), score the mixed images after it."""

@@ -156,3 +156,34 @@ def test_pseudo_label_loss_is_dice_ce_or_cross_entropy_alone(method):
     with pytest.raises(ValueError, match="unsup_loss"):
         build_method(method, {"unsup_loss": "dice"}, network=net, head=head, feature_layer="model.1", run_length=4)
 
+
+
+@pytest.mark.parametrize("name", ["segpl", "fixmatch", "bcp"])
+def test_dice_batch_pools_the_loss_on_pseudo_labels_like_the_supervised_loss(name):
+    """``dice_batch`` (2D slice bundles): the loss on pseudo-labels (BCP: on mixed labels) is MONAI's DiceCELoss with
+    the Dice pooled over the batch, the supervised loss of those bundles; without it, a Dice per image."""
+    net = UNet(2, 1, 4, channels=(4, 8), strides=(2,))
+    label = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    label[0, 0, 2:6, 2:6] = 3  # a class on the first slice only
+    predicted = label.clone()
+    predicted[1, 0, 0, 0] = 3  # and one stray voxel of it on the second
+    logits = 20.0 * torch.nn.functional.one_hot(predicted[:, 0], 4).permute(0, 3, 1, 2).float()
+    pooled = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)(logits, label)
+    per_image = DiceCELoss(to_onehot_y=True, softmax=True)(logits, label)
+    assert abs(float(pooled - per_image)) > 0.05  # the two differ enough to tell apart
+    for dice_batch, expected in ((True, pooled), (False, per_image)):
+        method = build_method(name, network=net, dice_batch=dice_batch)
+        loss = next(h.loss for h in method.handlers if hasattr(h, "loss")) if name == "bcp" else method.unsup_loss
+        assert float(loss(logits, label)) == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_the_2d_brats_bundle_gives_its_methods_the_pooled_dice_of_its_supervised_loss():
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    bundle = Path(__file__).resolve().parents[2] / "bundles" / "brats_mri_axial_slices_ssl_segmentation"
+    parser.read_config(bundle / "configs" / "train.json")
+    assert parser.get_parsed_content("loss#batch") is True
+    assert "dice_batch=@loss::batch" in parser.get("ssl").replace("#", "::")
