@@ -83,8 +83,9 @@ def _mean_sd(values: pd.Series, fmt: str = "{:.3f}") -> str:
     return fmt.format(values.mean()) + ("" if np.isnan(sd) else " (" + fmt.format(sd) + ")")
 
 
-def _flatness(runs: pd.DataFrame, root: Path) -> list[str]:
-    """How much each upper bound's validation Dice still moved over the last fifth of its run."""
+def _flatness(runs: pd.DataFrame, root: Path, unit: str = "seed") -> list[str]:
+    """How much each upper bound's validation Dice still moved over the last fifth of its run (``unit``: what a seed
+    is, "seed" or "fold")."""
     lines = []
     for row in runs[runs.method == UPPER].itertuples():
         curve_path = root / row.run_dir / "eval" / "val_curve.csv"
@@ -94,7 +95,7 @@ def _flatness(runs: pd.DataFrame, root: Path) -> list[str]:
         last = curve[curve.iteration >= 0.8 * curve.iteration.max()]
         start, end = float(last.val_mean_dice.iloc[0]), float(last.val_mean_dice.iloc[-1])
         lines.append(
-            f"- upper bound, seed {row.seed}: validation Dice {start:.3f} at iteration {int(last.iteration.iloc[0])}, "
+            f"- upper bound, {unit} {row.seed}: validation Dice {start:.3f} at iteration {int(last.iteration.iloc[0])}, "
             f"{end:.3f} at {int(last.iteration.iloc[-1])} (range {last.val_mean_dice.min():.3f}-"
             f"{last.val_mean_dice.max():.3f} over the last fifth)"
         )
@@ -120,7 +121,7 @@ def write_report(track_name: str, protocol: str, out: str | Path) -> Path:
     for setting in sorted({s for s in runs.setting if s != "all"}) or ["all"]:
         part = runs[(runs.setting == setting) | (runs.method == UPPER)]
         lines += [f"## labelled setting {setting}", ""]
-        head = ["method", "seeds", "Dice"] + classes + ["HD95", "best val Dice", "gap closed", "beats lower", "CPU h"]
+        head = ["method", f"{track.replicate}s", "Dice"] + classes + ["HD95", "best val Dice", "gap closed", "beats lower", "CPU h"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for method in order:
             sel = part[part.method == method]
@@ -135,7 +136,8 @@ def write_report(track_name: str, protocol: str, out: str | Path) -> Path:
                       f"{sel.cpu_seconds.sum() / 3600:.2f}"]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["Convergence of the upper bound:", ""] + (_flatness(runs, root) or ["- (no upper-bound curve yet)"])
+    flat = _flatness(runs, root, track.replicate) or ["- (no upper-bound curve yet)"]
+    lines += ["Convergence of the upper bound:", ""] + flat
     lines += ["", f"CPU time of the {len(runs)} runs: {runs.cpu_seconds.sum() / 3600:.1f} h "
               f"(wall-clock {runs.wall_seconds.sum() / 3600:.1f} h, runs side by side counted separately).", ""]  # fmt: skip
     with atomic_path(root / "table.md") as tmp:

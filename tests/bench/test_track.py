@@ -141,3 +141,5 @@ def test_brats_track_runs_with_the_fold_as_seed(brats_folder, tmp_path):
     table = pd.read_csv(run_dir_of(tmp_path / "smoke", RunSpec("lower_bound", "1", 2)) / "test" / "per_case.csv")
     fold2 = json.loads((tmp_path / "data" / "fold2_1.json").read_text())["split"]["testing"]
     assert sorted(table["case"]) == sorted(fold2)  # fold 2's two test cases, each scored as a whole volume
+    report = write_report("brats-real", "smoke", tmp_path).read_text()
+    assert "| method | folds | Dice | WT | TC | ET |" in report and "| lower_bound | 2 |" in report  # a seed is a fold
