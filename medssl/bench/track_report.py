@@ -95,7 +95,8 @@ def _flatness(runs: pd.DataFrame, root: Path, unit: str = "seed") -> list[str]:
         last = curve[curve.iteration >= 0.8 * curve.iteration.max()]
         start, end = float(last.val_mean_dice.iloc[0]), float(last.val_mean_dice.iloc[-1])
         lines.append(
-            f"- upper bound, {unit} {row.seed}: validation Dice {start:.3f} at iteration {int(last.iteration.iloc[0])}, "
+            f"- upper bound, {unit} {row.seed}: validation Dice {start:.3f} at iteration "
+            f"{int(last.iteration.iloc[0])}, "
             f"{end:.3f} at {int(last.iteration.iloc[-1])} (range {last.val_mean_dice.min():.3f}-"
             f"{last.val_mean_dice.max():.3f} over the last fifth)"
         )
@@ -121,7 +122,8 @@ def write_report(track_name: str, protocol: str, out: str | Path) -> Path:
     for setting in sorted({s for s in runs.setting if s != "all"}) or ["all"]:
         part = runs[(runs.setting == setting) | (runs.method == UPPER)]
         lines += [f"## labelled setting {setting}", ""]
-        head = ["method", f"{track.replicate}s", "Dice"] + classes + ["HD95", "best val Dice", "gap closed", "beats lower", "CPU h"]
+        head = ["method", f"{track.replicate}s", "Dice", *classes]
+        head += ["HD95", "best val Dice", "gap closed", "beats lower", "CPU h"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for method in order:
             sel = part[part.method == method]
