@@ -155,3 +155,5 @@ def test_supervised_dice_is_pooled_over_the_slices_of_a_batch(bundles_dir):
     assert float(loss(logits, label)) == pytest.approx(float(ce + (1 - dice).mean()), abs=1e-5)
     # per slice, the stray voxel would cost the second slice its whole enhancing-tumour term: above 0.1 more
     assert float(loss(logits, label)) < float(ce) + 0.05
+    # the methods' losses on pseudo-labels and mixed labels pool theirs the same way
+    assert "dice_batch=@loss::batch" in parser.get("ssl").replace("#", "::")

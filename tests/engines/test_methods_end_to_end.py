@@ -175,15 +175,3 @@ def test_dice_batch_pools_the_loss_on_pseudo_labels_like_the_supervised_loss(nam
         method = build_method(name, network=net, dice_batch=dice_batch)
         loss = next(h.loss for h in method.handlers if hasattr(h, "loss")) if name == "bcp" else method.unsup_loss
         assert float(loss(logits, label)) == pytest.approx(float(expected), abs=1e-5)
-
-
-def test_the_2d_brats_bundle_gives_its_methods_the_pooled_dice_of_its_supervised_loss():
-    from pathlib import Path
-
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    bundle = Path(__file__).resolve().parents[2] / "bundles" / "brats_mri_axial_slices_ssl_segmentation"
-    parser.read_config(bundle / "configs" / "train.json")
-    assert parser.get_parsed_content("loss#batch") is True
-    assert "dice_batch=@loss::batch" in parser.get("ssl").replace("#", "::")
