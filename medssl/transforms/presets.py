@@ -39,7 +39,7 @@ from monai.transforms import (
 from medssl.checks import check_choice, check_positive
 from medssl.transforms.brats_labels import BratsLabelConventiond, label_values
 from medssl.transforms.ct import DEFAULT_LUNG_WINDOW, CTWindowd
-from medssl.transforms.slices import StackSlicesd
+from medssl.transforms.slices import SliceWiseNormalizeIntensityd, StackSlicesd
 from medssl.transforms.validate import ValidateCased
 
 __all__ = ["STAGES", "STRONG_KEYS", "lung_vessel_transforms", "brats_transforms", "acdc_transforms", "strong_views", "ACDC_CLASSES"]
@@ -190,12 +190,15 @@ def brats_transforms(
         ["image"] + (["label"] if labelled else []) + ([PSEUDO_KEY] if pseudo_labels and stage == "unlabeled" else [])
     )
     label_keys = [k for k in keys if k != "image"]
+    # a 2D model sees slices normalised one by one, in training and in the stacked scans it is scored on
+    normalize = NormalizeIntensityd("image", nonzero=True, channel_wise=True)
     if spatial_dims == 2 and stage == "eval":  # whole scans: the stacked slices of each case
         load = [
             StackSlicesd(keys),
             EnsureChannelFirstd("image", channel_dim=-1),
             EnsureChannelFirstd(label_keys, channel_dim="no_channel"),
         ]
+        normalize = SliceWiseNormalizeIntensityd("image", nonzero=True, channel_wise=True)
         spatial_dims = 3
     elif spatial_dims == 3:
         load = [
@@ -216,7 +219,7 @@ def brats_transforms(
             label_values=label_values(label_convention),
             min_shape=roi if stage in ("train", "unlabeled") else None,
         ),
-        NormalizeIntensityd("image", nonzero=True, channel_wise=True),  # per slice in 2D training, per scan in eval
+        normalize,
         EnsureTyped(keys, track_meta=True),
     ]
     if label_keys:

@@ -1,4 +1,5 @@
-"""Loading the slice files of one scan as one volume (see :func:`medssl.data.slices.stack_slices`)."""
+"""Loading the slice files of one scan as one volume (see :func:`medssl.data.slices.stack_slices`), and normalising
+such a volume slice by slice, as the slices were normalised in training."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from typing import Any
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import LoadImage, MapTransform
+from monai.transforms import LoadImage, MapTransform, NormalizeIntensity
 
 from medssl.errors import DataError
 
-__all__ = ["StackSlicesd"]
+__all__ = ["StackSlicesd", "SliceWiseNormalizeIntensityd"]
 
 
 class StackSlicesd(MapTransform):
@@ -48,4 +49,29 @@ class StackSlicesd(MapTransform):
             meta["filename_or_obj"] = str(d.get("case_id", files[0]))
             meta["spatial_shape"] = tuple(volume.shape[:3])
             d[key] = MetaTensor(volume, affine=slices[0].affine, meta=meta)
+        return d
+
+
+class SliceWiseNormalizeIntensityd(MapTransform):
+    """MONAI's :class:`~monai.transforms.NormalizeIntensity` on each slice of a channel-first volume ``(C, H, W, D)``
+    along its last axis: a scan stacked from 2D slices is then normalised as each slice was when a 2D model trained
+    on it (per slice), not with the statistics of the whole scan, which differ and cost the model accuracy.
+
+    Args:
+        keys: keys of the volumes.
+        nonzero, channel_wise: as for ``NormalizeIntensity``.
+    """
+
+    def __init__(self, keys: KeysCollection, nonzero: bool = True, channel_wise: bool = True) -> None:
+        super().__init__(keys)
+        self.normalize = NormalizeIntensity(nonzero=nonzero, channel_wise=channel_wise)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            volume = d[key]
+            slices = [self.normalize(volume[..., z]) for z in range(volume.shape[-1])]
+            d[key] = torch.stack([torch.as_tensor(x) for x in slices], dim=-1)
+            if isinstance(volume, MetaTensor):
+                d[key] = MetaTensor(d[key], meta=volume.meta, applied_operations=volume.applied_operations)
         return d

@@ -43,3 +43,25 @@ def test_2d_training_crops_with_cached_indices_equal_the_uncached_crops(tmp_path
     for a, b in zip(cached(dict(loaded)), uncached(dict(loaded))):
         for key in keys:
             torch.testing.assert_close(torch.as_tensor(a[key]), torch.as_tensor(b[key]))
+
+
+def test_2d_scans_are_scored_normalised_slice_by_slice_as_the_slices_trained(tmp_path):
+    """A scan stacked from 2D slices for evaluation is normalised per slice, as each slice is in training; with the
+    whole scan's statistics (a bright slice and a dim one) the model would see other intensities than it learned."""
+    cases = []
+    for z, (scale, shift) in enumerate([(1.0, 2.0), (5.0, 40.0)]):  # two slices of very different intensity
+        folder = tmp_path / f"z{z}"
+        folder.mkdir()
+        case = _slice_case(folder)
+        image = nib.load(case["image"])
+        data = image.get_fdata(dtype=np.float32) * scale + shift
+        nib.save(nib.Nifti1Image(data, image.affine), case["image"])
+        cases.append(case)
+    stacked = {"image": [c["image"] for c in cases], "label": [c["label"] for c in cases]}
+    scan = brats_transforms("eval", spatial_dims=2, roi_size=(8, 8))(stacked)
+    assert scan["image"].shape == (4, 24, 24, 2)
+    load = Compose(brats_transforms("train", spatial_dims=2, roi_size=(8, 8)).transforms[:6])  # up to normalisation
+    for z, case in enumerate(cases):
+        trained = load(dict(case))["image"]  # (4, 24, 24), normalised on its own
+        torch.testing.assert_close(torch.as_tensor(scan["image"][..., z]), torch.as_tensor(trained), atol=1e-5, rtol=0)
+        assert abs(float(scan["image"][..., z].mean())) < 1e-4  # each slice centred, not only the scan
