@@ -137,14 +137,15 @@ def test_stats_and_collapse_warning():
     assert engine.state.pseudo_label_collapsed is not None
 
 
-def _bpl_engine(mode, spatial=(16, 16)):
+def _bpl_engine(mode, spatial=(16, 16), source="student"):
     torch.manual_seed(0)
     net = UNet(2, 1, 1, channels=(4, 8), strides=(2,))
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     engine = _engine(unsup_weight=1.0)
     engine.network, engine.optimizer = net, opt
     head = ThresholdHead(2, in_channels=12, mode="per_image")
-    handler = BayesianPseudoLabelHandler(head, feature_layer="model.1", mode=mode, prior_mu=0.5, prior_std=0.1)
+    handler = BayesianPseudoLabelHandler(head, feature_layer="model.1", mode=mode, prior_mu=0.5, prior_std=0.1,
+                                         source=source)  # fmt: skip
     handler.attach(engine)
     return engine, net, head, handler
 
@@ -196,12 +197,7 @@ def test_bpl_elbo_head_learns_from_the_labelled_evidence():
 
 
 def test_bpl_from_the_ema_teacher_cuts_the_teacher_with_the_students_threshold():
-    torch.manual_seed(0)
-    net = UNet(2, 1, 1, channels=(4, 8), strides=(2,))
-    engine = _engine(unsup_weight=1.0)
-    engine.network, engine.optimizer = net, torch.optim.SGD(net.parameters(), lr=0.1)
-    head = ThresholdHead(2, in_channels=12, mode="per_image")
-    BayesianPseudoLabelHandler(head, feature_layer="model.1", mode="elbo", source="teacher").attach(engine)
+    engine, net, _, _ = _bpl_engine("elbo", source="teacher")
     net.train()
     engine.fire_event(SSLEvents.INPUTS_READY)
     pred = net(torch.randn(3, 1, 16, 16))
