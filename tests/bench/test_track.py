@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 from _brats import write_brats_folder
@@ -124,15 +126,22 @@ def test_brats_folds_hold_out_two_cases_each(brats_folder, tmp_path):
 
     datalists = TRACKS["brats-real"].prepare(brats_folder, tmp_path / "data")
     assert sorted(datalists) == sorted(f"{k}@{f}" for f in range(4) for k in ("1", "all"))
-    tested = []
+    volumes = load_datalist(tmp_path / "data" / "volumes" / "datalist.json")["training"]
+    core = {case_id(e): int(np.isin(nib.load(e["label"]).get_fdata(), (1, 4)).sum()) for e in volumes}
+    tested, validated = [], []
     for fold in range(4):
         one, every = (load_datalist(datalists[f"{k}@{fold}"]) for k in ("1", "all"))
         ids = {part: sorted({case_id(e) for e in one.get(part, [])}) for part in ("training", "unlabeled", "validation", "testing")}
         assert [len(ids[p]) for p in ("training", "unlabeled", "validation", "testing")] == [1, 4, 1, 2]
         assert sorted({case_id(e) for e in every["training"]}) == sorted(ids["training"] + ids["unlabeled"])
         assert all("label" not in e for e in one["unlabeled"])
+        # validation: the largest tumour core (labels 1 and 4) of the non-test cases other than the labelled one
+        others = ids["unlabeled"] + ids["validation"]
+        assert ids["validation"] == [max(others, key=lambda c: (core[c], c))]  # ties: the later id
         tested += ids["testing"]
+        validated += ids["validation"]
     assert len(set(tested)) == 8  # every case is tested once
+    assert min(core, key=core.get) not in validated  # the smallest core never validates
 
 
 def test_brats_track_runs_with_the_fold_as_seed(brats_folder, tmp_path):
