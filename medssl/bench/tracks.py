@@ -78,13 +78,15 @@ def _brats_prepare(root: Path, out: Path, folds: int = 4, test_cases: int = 2) -
 
 
 def _tumour_core_voxels(volumes: list[dict[str, Any]]) -> dict[str, int]:
-    """Tumour-core (labels 1 and 4) voxels of each case of a prepared BraTS volume datalist (2018 labels)."""
+    """Tumour-core voxels of each case of a prepared BraTS volume datalist (its labels are in the 2018 convention)."""
     import nibabel as nib
     import numpy as np
 
     from medssl.data.datalist import case_id
+    from medssl.transforms.brats_labels import REGION_NAMES, to_regions
 
-    return {case_id(e): int(np.isin(np.asarray(nib.load(e["label"]).dataobj), (1, 4)).sum()) for e in volumes}
+    tc = REGION_NAMES.index("TC")
+    return {case_id(e): int(to_regions(np.asarray(nib.load(e["label"]).dataobj))[tc].sum()) for e in volumes}
 
 
 def _epoch_budget(iterations: int, val_interval: int) -> dict[str, Any]:
