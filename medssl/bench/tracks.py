@@ -43,8 +43,8 @@ def _brats_prepare(root: Path, out: Path, folds: int = 4, test_cases: int = 2) -
     the test block, the second is the labelled one; the validation case is the one with the largest tumour core among
     the others (a checkpoint chosen on a case whose tumour core the models cannot find is chosen by noise: the first
     rule, validation = the first of them, gave fold 0 BraTS2021_00014, 2,559 TC voxels, which the TransBTS of the
-    first CPU protocol never segmented); the rest are unlabelled, and the upper bound labels all of them but the validation case. Datalists
-    ``fold<k>_1.json`` and ``fold<k>_all.json`` of 2D axial slices."""
+    first CPU protocol never segmented); the rest are unlabelled, and the upper bound labels all of them but the
+    validation case. Datalists ``fold<k>_1.json`` and ``fold<k>_all.json`` of 2D axial slices."""
     from medssl.data.brats import prepare_brats
     from medssl.data.datalist import case_id, load_datalist, save_datalist
 

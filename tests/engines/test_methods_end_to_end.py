@@ -157,7 +157,6 @@ def test_pseudo_label_loss_is_dice_ce_or_cross_entropy_alone(method):
         build_method(method, {"unsup_loss": "dice"}, network=net, head=head, feature_layer="model.1", run_length=4)
 
 
-
 @pytest.mark.parametrize("name", ["segpl", "fixmatch", "bcp"])
 def test_dice_batch_pools_the_loss_on_pseudo_labels_like_the_supervised_loss(name):
     """``dice_batch`` (2D slice bundles): the loss on pseudo-labels (BCP: on mixed labels) is MONAI's DiceCELoss with
