@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from monai.transforms import (
     Compose,
     CopyItemsd,
-    RandAdjustContrastd,
     RandGaussianSmoothd,
     RandRotate90d,
     RandRotated,
@@ -32,6 +31,7 @@ from monai.transforms import (
     RandCropByPosNegLabeld,
     RandFlipd,
     RandScaleIntensityd,
+    RandScaleIntensityFixedMeand,
     RandShiftIntensityd,
     RandSpatialCropSamplesd,
 )
@@ -54,9 +54,14 @@ def strong_views(views: int, spatial_dims: int) -> list:
     """Transforms that add ``views`` strongly augmented copies of ``image`` (``image_strong1``, ...), pixel-aligned with
     it: put them after the spatial (weak) augmentation of an unlabelled pipeline.
 
-    Each copy independently: brightness (intensity scaled by up to +-50%) and contrast (gamma 0.5-1.5) with
-    probability 0.8, and Gaussian blur (sigma 0.1-2 voxels) with probability 0.5, the strong augmentation of UniMatch
-    for grey-level images (colour jitter 0.5 and blur); the CutMix part is done per batch by the method.
+    Each copy independently: brightness (intensity scaled by a factor in 0.5-1.5) and contrast (each channel's
+    distance from its mean scaled by a factor in 0.5-1.5, clipped to the channel's range) with probability 0.8, and
+    Gaussian blur (sigma 0.1-2 voxels) with probability 0.5: the strong augmentation of UniMatch for grey-level
+    images (torchvision's colour jitter 0.5, whose contrast is that linear blend with the mean, and blur); the CutMix
+    part is done per batch by the method. Both intensity changes are linear, so they mean the same on images scaled
+    to [0, 1] (ACDC) and on z-scored ones with a zero background (BraTS), which keeps its zeros. A gamma curve, which
+    medssl used for contrast before, does not: on a z-scored slice whose range a few bright voxels set, it moved the
+    whole slice, background included, by up to 6 standard deviations.
     """
     if views <= 0:
         return []
@@ -67,7 +72,7 @@ def strong_views(views: int, spatial_dims: int) -> list:
     for key in keys:
         xforms += [
             RandScaleIntensityd(key, factors=0.5, prob=0.8),
-            RandAdjustContrastd(key, gamma=(0.5, 1.5), prob=0.8),
+            RandScaleIntensityFixedMeand(key, factors=0.5, preserve_range=True, channel_wise=True, prob=0.8),
             RandGaussianSmoothd(key, sigma_x=(0.1, 2.0), sigma_y=(0.1, 2.0), sigma_z=(0.1, 2.0), prob=0.5),
         ]
     return xforms

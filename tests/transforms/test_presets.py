@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from monai.transforms import Compose, NormalizeIntensityd, Randomizable
 
-from medssl.transforms.presets import _crops_and_flips, brats_transforms
+from medssl.transforms.presets import _crops_and_flips, brats_transforms, strong_views
 
 
 def _slice_case(tmp_path, size=24):
@@ -67,3 +67,31 @@ def test_2d_scans_are_scored_normalised_slice_by_slice_as_the_slices_trained(tmp
         trained = load(dict(case))["image"]  # (4, 24, 24), normalised on its own
         torch.testing.assert_close(torch.as_tensor(scan["image"][..., z]), torch.as_tensor(trained), atol=1e-5, rtol=0)
         assert abs(float(scan["image"][..., z].mean())) < 1e-4  # each slice centred, not only the scan
+
+
+def test_strong_views_change_intensities_linearly_and_keep_a_z_scored_background():
+    """The strong view's brightness and contrast are UniMatch's colour jitter: linear, so the zero background of a
+    z-scored multi-modal slice stays zero. A gamma curve on a slice whose range a few bright voxels set moved every
+    voxel, background included (by up to 6 standard deviations on real BraTS slices)."""
+    gen = torch.Generator().manual_seed(0)
+    image = torch.zeros(4, 64, 64)
+    brain = torch.zeros(64, 64, dtype=torch.bool)
+    brain[16:48, 16:48] = True
+    tissue = torch.randn(4, int(brain.sum()), generator=gen)
+    tissue[:, :5] = 12.0  # a few bright voxels set the range, as enhancing tumour does
+    tissue = (tissue - tissue.mean(1, keepdim=True)) / tissue.std(1, keepdim=True)  # z-scored on the brain
+    image[:, brain] = tissue
+    xform = Compose(strong_views(1, 2))
+    xform.set_random_state(seed=0)
+    far = torch.ones(64, 64, dtype=torch.bool)
+    far[6:58, 6:58] = False  # background beyond the blur's reach
+    changed = 0
+    for _ in range(20):
+        out = xform({"image": image.clone()})
+        strong = torch.as_tensor(out["image_strong1"])
+        assert torch.equal(torch.as_tensor(out["image"]), image)
+        assert strong[:, far].abs().max() < 1e-4
+        changed += int(not torch.allclose(strong, image))
+        # increasing affine maps per channel: the bright voxels stay the brightest of the brain
+        assert torch.all(strong[:, brain][:, :5].mean(1) > strong[:, brain][:, 5:].mean(1))
+    assert changed >= 15
