@@ -354,7 +354,11 @@ register(
         {**SCHEDULE, "threshold": 0.5, "temperature": 1.0, **SOURCE, "unsup_loss": "dice_ce", **GATE},
         _pseudo_label("segpl", True), "EM pseudo-labels: predictions cut at a fixed threshold",
     ),
-    variants={"segpl": {}, "segpl_ema": {"source": "teacher"}, "segpl_ce": {"unsup_loss": "ce"}},
+    # paired_lower_bound: SegPL with its loss weighted 0, the supervised control that shares the methods' random
+    # stream: the same loaders (unlabelled images drawn), the same joint forward pass (batch norm sees the unlabelled
+    # images), so its run is every method's run up to the warm-up and a method's difference from it is its loss's
+    variants={"segpl": {}, "segpl_ema": {"source": "teacher"}, "segpl_ce": {"unsup_loss": "ce"},
+              "paired_lower_bound": {"max_weight": 0.0}},  # fmt: skip
 )
 register(
     Method(

@@ -9,7 +9,9 @@ bundle for the same number of iterations (:func:`medssl.bench.experiment.train_m
 - every variant of :data:`medssl.methods.VARIANTS` that trains on unlabelled images: ``segpl``, ``bpl_kl_only``,
   ``bpl_elbo`` (EM pseudo-labels with a fixed and with a learned threshold), ``ts_ce``, ``ts_gce``, ``ts_bce``,
   ``ts_sce`` (students trained on the pseudo-labels of a teacher, the lower-bound model of the same fraction and
-  seed, with cross-entropy and the robust losses).
+  seed, with cross-entropy and the robust losses), and ``paired_lower_bound``: the lower bound on the methods' random
+  stream (SegPL with its loss weighted 0: unlabelled images drawn and passed forward, nothing learned from them), so
+  that a method's difference from it is what its unsupervised loss did, not a different draw of the supervised run.
 
 Each model is scored on the test cases (Dice of the best validation checkpoint; per region for BraTS) and, as paper
 000 reports robustness, under Gaussian noise of growing strength and an FGSM attack of growing epsilon. Results:

@@ -20,7 +20,7 @@ from medssl.data.synthetic import synthesize
 from medssl.engines import SemiSupervisedTrainer, SSLKeys
 from medssl.workflows.evaluation import build_evaluator
 from medssl.inference.predict import make_sliding_window_inferer, write_pseudolabels
-from medssl.methods import build_method
+from medssl.methods import build_method, variant
 from medssl.networks import ThresholdHead
 from medssl.transforms.presets import lung_vessel_transforms
 
@@ -44,11 +44,12 @@ def _loader(entries, stage, pseudo=False):
     return DataLoader(ds, batch_size=2, shuffle=False)
 
 
-def _train(data, method, robust_loss="ce", bpl_mode="kl_only", epochs=2, init_mu=0.5):
+def _train(data, method, robust_loss="ce", bpl_mode="kl_only", epochs=2, init_mu=0.5, **overrides):
     net = _net()
     head = ThresholdHead(3, in_channels=8) if method == "bpl" else None
     # "model.1" is the last decoder stage before the output layer (8 channels at half resolution)
     settings = {"warmup": 0, "ramp": 0, "prior_mu": 0.5, "prior_std": 0.1, "mode": bpl_mode, "robust_loss": robust_loss}
+    settings.update(overrides)
     ssl = build_method(method, settings, network=net, head=head, feature_layer="model.1", run_length=epochs)
     if head is not None:
         head.reset_prior(init_mu, 0.1)  # where the head starts (the method starts it at its prior)
@@ -97,6 +98,23 @@ def test_method_trains_and_evaluates(split, tmp_path, method):
     dice = _dice(net, data, tmp_path)
     assert 0.0 <= dice <= 1.0
     assert (tmp_path / "per_case.csv").is_file()
+
+
+def test_paired_lower_bound_is_segpl_without_its_loss(split):
+    """The paired control shares SegPL's random stream and never learns from pseudo-labels: it ends where SegPL ends
+    when SegPL's warm-up lasts the whole run, and apart from SegPL whose loss is on."""
+    data = load_datalist(split)
+    method, settings = variant("paired_lower_bound")
+    assert method == "segpl" and settings == {"max_weight": 0.0}
+    control, control_net, _, _, losses = _train(data, method, **settings)
+    terms = control.state.output[SSLKeys.LOSS_TERMS]
+    assert float(terms["unsup_weight"]) == 0.0
+    assert losses[-1] == pytest.approx(float(terms["supervised"]))
+    warming, warming_net, _, _, _ = _train(data, "segpl", warmup=10)  # ten runs long: weight 0 throughout
+    assert warming.state.iteration == control.state.iteration
+    assert all(torch.equal(a, b) for a, b in zip(control_net.parameters(), warming_net.parameters()))
+    _, segpl_net, _, _, _ = _train(data, "segpl")
+    assert any(not torch.equal(a, b) for a, b in zip(control_net.parameters(), segpl_net.parameters()))
 
 
 def test_bpl_kl_only_head_follows_the_kl(split):
