@@ -20,12 +20,14 @@ from medssl.bench.tracks import TRACKS
 from medssl.data.io import atomic_path, read_json
 from medssl.visualize import save_figure
 
-__all__ = ["RECORD_FILES", "collect", "export_records", "gap_closed", "write_report"]
+__all__ = ["RECORD_FILES", "PAIRED", "collect", "export_records", "gap_closed", "paired_difference", "write_report"]
 
 #: What a run keeps in its record: the result, its time, the validation curve and the per-case test table.
 RECORD_FILES = ("result.json", "timing.json", "eval/val_curve.csv", "test/per_case.csv")
 #: The finished runs of a protocol folder (medssl.bench.track.run_dir_of, with a result).
 _RESULTS = "runs/*/*/seed*/result.json"
+#: The paired control (medssl.methods: SegPL with its loss weighted 0): the methods' run without an unsupervised loss.
+PAIRED = "paired_lower_bound"
 
 
 def collect(root: str | Path) -> pd.DataFrame:
@@ -75,12 +77,35 @@ def gap_closed(runs: pd.DataFrame, method: str, setting: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def paired_difference(runs: pd.DataFrame, method: str, setting: str, control: str = PAIRED) -> pd.DataFrame:
+    """Per seed with both runs: the method's test Dice minus the ``control``'s of the same setting and seed.
+
+    The paired control shares the methods' random stream up to their warm-up, so the difference is what the method's
+    unsupervised loss did rather than another draw of the supervised run.
+    """
+    both = runs[runs.method.isin((method, control)) & (runs.setting == setting)]
+    dice = both.pivot_table(index="seed", columns="method", values="mean_dice", aggfunc="first")
+    if method not in dice or control not in dice:
+        return pd.DataFrame(columns=["seed", "difference"])
+    diff = (dice[method] - dice[control]).dropna()
+    return pd.DataFrame({"seed": diff.index.astype(int), "difference": diff.to_numpy()})
+
+
 def _mean_sd(values: pd.Series, fmt: str = "{:.3f}") -> str:
     values = values.dropna()
     if values.empty:
         return "-"
     sd = values.std(ddof=1) if len(values) > 1 else float("nan")
     return fmt.format(values.mean()) + ("" if np.isnan(sd) else " (" + fmt.format(sd) + ")")
+
+
+def _paired_cell(paired: pd.DataFrame | None) -> str:
+    """Mean (sd) of the paired differences, then each seed's sign: ``+0.012 (0.020); + - =``."""
+    if paired is None or paired.empty:
+        return ""
+    d = paired.difference
+    sd = f" ({d.std(ddof=1):.3f})" if len(d) > 1 else ""
+    return f"{d.mean():+.3f}{sd}; " + " ".join("+" if x > 0 else "-" if x < 0 else "=" for x in d)
 
 
 def _flatness(runs: pd.DataFrame, root: Path, unit: str = "seed") -> list[str]:
@@ -118,12 +143,16 @@ def write_report(track_name: str, protocol: str, out: str | Path) -> Path:
              "number of iterations; the checkpoint with the best validation Dice (per volume) is scored once on the "
              "test volumes. HD95 is MONAI's (voxels; the larger of the two directed 95th percentiles), not the "
              "papers' medpy hd95.", ""]  # fmt: skip
+    if PAIRED in set(runs.method):
+        lines += [f"Against the paired control: the method's test Dice minus `{PAIRED}`'s of the same "
+                  f"{track.replicate} (the same run without the unsupervised loss), mean (sd), then each "
+                  f"{track.replicate}: + above, - below, = the same.", ""]  # fmt: skip
     order = [m for m in METHODS if m in set(runs.method)]
     for setting in sorted({s for s in runs.setting if s != "all"}) or ["all"]:
         part = runs[(runs.setting == setting) | (runs.method == UPPER)]
         lines += [f"## labelled setting {setting}", ""]
         head = ["method", f"{track.replicate}s", "Dice", *classes]
-        head += ["HD95", "best val Dice", "gap closed", "beats lower", "CPU h"]
+        head += ["HD95", "best val Dice", "gap closed", "beats lower", "against the paired control", "CPU h"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for method in order:
             sel = part[part.method == method]
@@ -133,9 +162,10 @@ def write_report(track_name: str, protocol: str, out: str | Path) -> Path:
             cells = [method, ",".join(str(int(s)) for s in sorted(sel.seed)), _mean_sd(sel.mean_dice)]
             cells += [_mean_sd(sel[f"dice_{c}"]) if f"dice_{c}" in sel else "-" for c in classes]
             cells += [_mean_sd(sel["hd95"], "{:.1f}") if "hd95" in sel else "-", _mean_sd(sel.best_val_dice)]
+            paired = paired_difference(runs, method, setting) if method not in (LOWER, UPPER, PAIRED) else None
             cells += [_mean_sd(gaps.closed, "{:.0%}") if not gaps.empty else "",
                       " ".join("yes" if b else "no" for b in gaps.beats_lower) if not gaps.empty else "",
-                      f"{sel.cpu_seconds.sum() / 3600:.2f}"]  # fmt: skip
+                      _paired_cell(paired), f"{sel.cpu_seconds.sum() / 3600:.2f}"]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     flat = _flatness(runs, root, track.replicate) or ["- (no upper-bound curve yet)"]

@@ -13,7 +13,7 @@ from _ssl4mis import make_acdc_like
 
 import medssl.bench.track as track_module
 from medssl.bench.track import RunSpec, run_dir_of, run_one, run_specs, run_track
-from medssl.bench.track_report import export_records, gap_closed, write_report
+from medssl.bench.track_report import export_records, gap_closed, paired_difference, write_report
 from medssl.bench.tracks import TRACKS
 from medssl.cli import main
 from medssl.data.io import read_json
@@ -99,6 +99,29 @@ def test_gap_closed_per_seed():
     gaps = gap_closed(runs, "segpl", "3")
     assert gaps["closed"].tolist() == pytest.approx([0.75, -0.125])
     assert gaps["beats_lower"].tolist() == [True, False]
+
+
+def test_paired_difference_and_its_column(tmp_path):
+    rows = [("lower_bound", "1", 0, 0.50), ("upper_bound", "all", 0, 0.70), ("paired_lower_bound", "1", 0, 0.45),
+            ("segpl", "1", 0, 0.52), ("lower_bound", "1", 1, 0.40), ("upper_bound", "all", 1, 0.60),
+            ("paired_lower_bound", "1", 1, 0.42), ("segpl", "1", 1, 0.42), ("segpl", "1", 2, 0.9)]  # fmt: skip
+    runs = pd.DataFrame([dict(zip(("method", "setting", "seed", "mean_dice"), r)) for r in rows])
+    paired = paired_difference(runs, "segpl", "1")
+    assert paired.seed.tolist() == [0, 1]  # seed 2 has no control
+    assert paired.difference.tolist() == pytest.approx([0.07, 0.0])
+    assert paired_difference(runs, "bpl_elbo", "1").empty
+    for row in runs.itertuples():  # the same runs as records, then the report
+        run = tmp_path / "smoke" / "runs" / row.method / row.setting / f"seed{row.seed}"
+        run.mkdir(parents=True)
+        result = {"method": row.method, "setting": row.setting, "seed": row.seed, "cpu_seconds": 36.0,
+                  "wall_seconds": 36.0, "test": {"mean_dice": row.mean_dice}}  # fmt: skip
+        (run / "result.json").write_text(json.dumps(result))
+    table = write_report("brats-real", "smoke", tmp_path).read_text()
+    segpl_row = next(line for line in table.splitlines() if line.startswith("| segpl |"))
+    assert "| +0.035 (0.049); + = |" in segpl_row
+    paired_row = next(line for line in table.splitlines() if line.startswith("| paired_lower_bound |"))
+    assert paired_row.endswith("| -8% (25%) | no yes |  | 0.02 |")  # against the bounds like any method, not itself
+    assert "Against the paired control" in table
 
 
 def test_run_specs_run_the_upper_bound_once_per_seed():
