@@ -110,6 +110,8 @@ class LearnedThreshold:
         self.head_lr = None if head_lr is None else check_positive("head_lr", head_lr)
         self._features: torch.Tensor | None = None
         self._armed = False
+        self._seed: int | None = None
+        self._generator: torch.Generator | None = None
 
     def attach(self, engine: Engine) -> None:
         """Hook the feature layer of ``engine.network``, put the head in the optimiser and on the device."""
@@ -124,6 +126,10 @@ class LearnedThreshold:
             ) from None
         layer.register_forward_hook(self._capture)
         engine.add_event_handler(SSLEvents.INPUTS_READY, self._arm)
+        # The draws come from a generator of their own, seeded from the run's seed: they leave the global random
+        # stream (the loaders' shuffles, the mixing boxes) as a run without a learned threshold has it, so such a
+        # method stays paired with the supervised control until its unsupervised loss starts.
+        self._seed, self._generator = torch.initial_seed(), None
         self.head.to(engine.state.device)
         in_optimizer = {id(p) for group in engine.optimizer.param_groups for p in group["params"]}
         new = [p for p in self.head.parameters() if id(p) not in in_optimizer]
@@ -152,8 +158,16 @@ class LearnedThreshold:
             mode = "bilinear" if len(spatial_shape) == 2 else "trilinear"
             mu = F.interpolate(mu, size=spatial_shape, mode=mode, align_corners=False)
             logvar = F.interpolate(logvar, size=spatial_shape, mode=mode, align_corners=False)
-        eps = torch.randn_like(mu) / math.sqrt(self.samples)  # the mean of `samples` standard normal draws
+        eps = self._noise(mu) / math.sqrt(self.samples)  # the mean of `samples` standard normal draws
         return (mu + torch.exp(0.5 * logvar) * eps).clamp(_T_MIN, _T_MAX), mu, logvar
+
+    def _noise(self, like: torch.Tensor) -> torch.Tensor:
+        """Standard normal draws shaped as ``like``: from the threshold's own generator once attached, else global."""
+        if self._seed is None:
+            return torch.randn_like(like)
+        if self._generator is None or self._generator.device != like.device:
+            self._generator = torch.Generator(device=like.device).manual_seed(self._seed)
+        return torch.randn(like.shape, generator=self._generator, device=like.device, dtype=like.dtype)
 
     @staticmethod
     def as_map(threshold: torch.Tensor, ndim: int) -> torch.Tensor:

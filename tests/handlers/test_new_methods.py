@@ -4,6 +4,7 @@ mixed label, weak-to-strong pseudo-labels, VAT's adversarial direction, the lear
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -211,6 +212,22 @@ def test_threshold_noise_shrinks_with_the_samples_averaged():
         draws, _, _ = threshold.sample(torch.zeros(20000, 4, 2, 2), torch.Size([2, 2]))
         assert float(draws.std()) == pytest.approx(expected, rel=0.05)
         assert float(draws.mean()) == pytest.approx(0.5, abs=3 * expected / 100)
+
+
+def test_threshold_draws_leave_the_global_random_stream_alone():
+    """Attached, the threshold draws from its own generator, seeded by the run's seed: the global stream (loader
+    shuffles, mixing boxes) is the one of a run without it, and the same seed gives the same draws."""
+    features, runs = torch.zeros(4, 4, 2, 2), []
+    for _ in range(2):
+        torch.manual_seed(7)
+        threshold = LearnedThreshold(ThresholdHead(2, in_channels=4, init_mu=0.5, init_std=0.1), "x", samples=1)
+        threshold.attach(_engine(torch.nn.Sequential(OrderedDict(x=torch.nn.Conv2d(4, 4, 1)))))
+        state = torch.get_rng_state()
+        draws = [threshold.sample(features, torch.Size([2, 2]))[0] for _ in range(2)]
+        assert torch.equal(torch.get_rng_state(), state)
+        assert not torch.equal(draws[0], draws[1])  # one stream, not reseeded at every draw
+        runs.append(draws)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
 def _toy_iteration(engine, net, threshold, best_cut=0.3):
