@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
-from monai.transforms import Compose, NormalizeIntensityd, Randomizable
+from monai.transforms import Compose, NormalizeIntensityd, RandAdjustContrastd, RandGaussianSmoothd, Randomizable
 
-from medssl.transforms.presets import _crops_and_flips, brats_transforms, strong_views
+from medssl.transforms.presets import _crops_and_flips, acdc_transforms, brats_transforms, strong_views
 
 
 def _slice_case(tmp_path, size=24):
@@ -95,3 +96,27 @@ def test_strong_views_keep_a_z_scored_background_and_the_order_of_intensities():
         # increasing affine maps per channel: the bright voxels stay the brightest of the brain
         assert torch.all(strong[:, brain][:, :5].mean(1) > strong[:, brain][:, 5:].mean(1))
     assert changed >= 15
+
+
+def test_gamma_strong_views_keep_the_zero_background_and_the_order_of_a_unit_scaled_slice():
+    """ACDC's choice: a gamma curve over the range of a slice scaled to [0, 1] keeps the background (the minimum) at
+    zero and the order of intensities; the ACDC pipeline takes it, the others the linear blend."""
+    gen = torch.Generator().manual_seed(0)
+    image = torch.zeros(1, 64, 64)
+    image[0, 16:48, 16:48] = torch.rand(32, 32, generator=gen)
+    views = strong_views(1, 2, contrast="gamma")
+    assert any(isinstance(t, RandAdjustContrastd) for t in views)
+    xform = Compose([t for t in views if not isinstance(t, RandGaussianSmoothd)])  # blur is not monotone
+    xform.set_random_state(seed=0)
+    order = image.flatten().argsort()
+    changed = 0
+    for _ in range(20):
+        strong = torch.as_tensor(xform({"image": image.clone()})["image_strong1"]).flatten()
+        assert strong[image.flatten() == 0].abs().max() < 1e-6
+        assert torch.all(strong[order].diff() >= -1e-6)
+        changed += int(not torch.allclose(strong, image.flatten()))
+    assert changed >= 15
+    assert any(isinstance(t, RandAdjustContrastd) for t in acdc_transforms("unlabeled", (32, 32), strong=1).transforms)
+    assert not any(isinstance(t, RandAdjustContrastd) for t in strong_views(1, 2))
+    with pytest.raises(ValueError, match="contrast"):
+        strong_views(1, 2, contrast="sigmoid")
