@@ -43,7 +43,16 @@ from medssl.transforms.ct import DEFAULT_LUNG_WINDOW, CTWindowd
 from medssl.transforms.slices import SliceWiseNormalizeIntensityd, StackSlicesd
 from medssl.transforms.validate import ValidateCased
 
-__all__ = ["STAGES", "STRONG_CONTRASTS", "STRONG_KEYS", "lung_vessel_transforms", "brats_transforms", "acdc_transforms", "strong_views", "ACDC_CLASSES"]
+__all__ = [
+    "STAGES",
+    "STRONG_CONTRASTS",
+    "STRONG_KEYS",
+    "lung_vessel_transforms",
+    "brats_transforms",
+    "acdc_transforms",
+    "strong_views",
+    "ACDC_CLASSES",
+]
 
 STAGES = ("train", "unlabeled", "eval", "infer")
 #: The strong views' contrast change: a linear blend with each channel's mean, or a gamma curve over the range.
