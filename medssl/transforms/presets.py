@@ -71,10 +71,10 @@ def strong_views(views: int, spatial_dims: int, contrast: str = "linear") -> lis
     Gaussian blur (sigma 0.1-2 voxels) with probability 0.5: the strong augmentation of UniMatch for grey-level
     images (torchvision's colour jitter 0.5, whose contrast is that linear blend with the mean, and blur); the CutMix
     part is done per batch by the method. Both intensity changes are linear, so they mean the same on images scaled
-    to [0, 1] (ACDC) and on z-scored ones with a zero background (BraTS): the background stays at zero on a whole
-    slice and moves by a fraction of the channel's mean on a crop (a median of at most 0.03 on real BraTS crops). A
-    gamma curve, which medssl used for contrast before, does not: on a z-scored slice whose range a few bright voxels
-    set, it moved the whole slice, background included, by up to 6 standard deviations.
+    to [0, 1] and on z-scored ones with a zero background (BraTS): the background stays at zero on a whole slice and
+    moves by a fraction of the channel's mean on a crop (a median of at most 0.03 on real BraTS crops). A gamma curve
+    over the range does not: on a z-scored slice whose range a few bright voxels set, it moved the whole slice,
+    background included, by up to 6 standard deviations.
 
     ``contrast="gamma"`` takes a gamma curve (0.5-1.5) over the image's range instead of the linear blend: for images
     scaled to [0, 1] whose background is the range's minimum (ACDC), where it keeps both ends and the background, and
