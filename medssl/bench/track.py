@@ -67,8 +67,10 @@ class RunSpec:
 class Track:
     """A real-data benchmark: how its data is prepared, which bundle trains, how a budget becomes bundle settings.
 
-    A run's datalist is ``datalists["<setting>@<seed>"]`` when the track prepares one per seed (the BraTS folds: the
-    seed is the fold), else ``datalists["<setting>"]``; ``"all"`` is the all-labelled datalist of the upper bound.
+    A run's datalist is ``datalists["<setting>@<fold>"]`` when the track prepares one per fold (the BraTS folds), else
+    ``datalists["<setting>"]``; ``"all"`` is the all-labelled datalist of the upper bound. On a track of F folds seed
+    k trains fold k mod F with training seed k: seeds 0 to F-1 are the folds, seeds F to 2F-1 repeat them from other
+    initialisations and other draws of the loaders.
     """
 
     task: str  # a key of medssl.bench.experiment.TASKS
@@ -78,17 +80,20 @@ class Track:
     #: (iterations, validation interval) -> bundle settings
     budget: Callable[[int, int], dict[str, Any]]
     default_settings: tuple[str, ...]
-    #: what a seed means: "seed" (a training seed) or "fold" (a cross-validation fold, also the training seed)
+    #: what a seed means: "seed" (a training seed) or "fold" (a cross-validation fold, seed mod the number of folds,
+    #: and the training seed)
     replicate: str = "seed"
     #: bundle settings of every protocol (the data layout the track's datalists need)
     common: Mapping[str, Any] = field(default_factory=dict)
 
     def datalist(self, datalists: Mapping[str, Path], setting: str, seed: int) -> Path:
         """The datalist of a (setting, seed) run."""
-        key = f"{setting}@{seed}"
-        if key not in datalists and setting not in datalists:
+        folds = [key for key in datalists if key.startswith(f"{setting}@")]
+        if folds:
+            return datalists[f"{setting}@{seed % len(folds)}"]
+        if setting not in datalists:
             raise ValueError(f"labelled setting {setting!r} is not prepared; this track has {sorted(datalists)}")
-        return datalists.get(key) or datalists[setting]
+        return datalists[setting]
 
 
 def run_dir_of(root: Path, spec: RunSpec) -> Path:

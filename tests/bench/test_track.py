@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -165,6 +166,17 @@ def test_brats_folds_hold_out_two_cases_each(brats_folder, tmp_path):
         validated += ids["validation"]
     assert len(set(tested)) == 8  # every case is tested once
     assert min(core, key=core.get) not in validated  # the smallest core never validates
+
+
+def test_seeds_past_the_last_fold_repeat_the_folds():
+    datalists = {f"{k}@{f}": Path(f"fold{f}_{k}.json") for f in range(4) for k in ("1", "all")}
+    track = TRACKS["brats-real"]
+    assert [track.datalist(datalists, "1", s).name for s in range(8)] == [f"fold{s % 4}_1.json" for s in range(8)]
+    assert track.datalist(datalists, "all", 5) == Path("fold1_all.json")
+    with pytest.raises(ValueError, match="'3' is not prepared"):
+        track.datalist(datalists, "3", 0)
+    acdc = {"3": Path("3.json"), "all": Path("all.json")}  # a track without folds: one datalist for every seed
+    assert TRACKS["acdc"].datalist(acdc, "3", 7) == Path("3.json")
 
 
 def test_brats_track_runs_with_the_fold_as_seed(brats_folder, tmp_path):
