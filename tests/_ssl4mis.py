@@ -52,12 +52,17 @@ def make_acdc_like(root: Path, patients: int = 8, slices: int = 2, size: int = 3
     return root
 
 
-def make_la_like(root: Path, cases: int = 4, size: int = 16) -> Path:
-    """3D layout as the LA release nests it: ``<set>/<case>/mri_norm2.h5``, ``train.list`` and ``test.list``."""
+#: Where the 3D layouts keep case ``{}``: as the LA release nests it, one folder per case, one file per case (the
+#: BraTS 2019 set of UA-MT), one file per case under ``data/``.
+LAYOUTS_3D = ("2018LA_Seg_Training Set/{}/mri_norm2.h5", "{}/mri_norm2.h5", "{}.h5", "data/{}.h5")
+
+
+def make_la_like(root: Path, cases: int = 4, size: int = 16, where: str = LAYOUTS_3D[0]) -> Path:
+    """3D layout (``where``: a pattern of :data:`LAYOUTS_3D`), ``train.list`` and ``test.list``."""
     rng = np.random.default_rng(1)
     names = [f"CASE{i:02d}" for i in range(cases + 1)]
     for name in names:
-        write_h5(root / "2018LA_Seg_Training Set" / name / "mri_norm2.h5", *_case(rng, (size, size + 2, size - 4), 2))
+        write_h5(root / where.format(name), *_case(rng, (size, size + 2, size - 4), 2))
     (root / "train.list").write_text("\n".join(names[:cases]) + "\n")
     (root / "test.list").write_text(names[cases] + "\n")
     return root

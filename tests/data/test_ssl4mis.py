@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from _ssl4mis import make_acdc_like, make_la_like, write_h5
+from _ssl4mis import LAYOUTS_3D, make_acdc_like, make_la_like, write_h5
 
 from medssl.data.datalist import load_datalist
 from medssl.data.ssl4mis import detect_layout, labeled_cases, prepare_ssl4mis, read_h5_case
@@ -41,8 +41,9 @@ def test_2d_layout_labelled_subset_is_the_first_patients(tmp_path):
     assert len(d3["validation"]) == 2 and len(d3["testing"]) == 2
 
 
-def test_3d_layout_first_cases_of_train_list(tmp_path):
-    root = make_la_like(tmp_path / "la", cases=4)
+@pytest.mark.parametrize("where", LAYOUTS_3D)
+def test_3d_layout_first_cases_of_train_list(tmp_path, where):
+    root = make_la_like(tmp_path / "la", cases=4, where=where)
     assert detect_layout(root).kind == "3d"
     written = prepare_ssl4mis(root, tmp_path / "out", labeled=(1, 2), num_classes=2)
     d1 = load_datalist(written["1"])
@@ -56,10 +57,16 @@ def test_labelled_subset_of_the_real_acdc_lists():
     if not SHARED_ACDC.is_dir():
         pytest.skip(f"{SHARED_ACDC} is absent (real-data check)")
     names = (SHARED_ACDC / "train_slices.list").read_text().split()
-    assert len(labeled_cases(names, 3, "2d")) == 68  # SSL4MIS patients_to_slices: 3 -> 68, 7 -> 136
-    assert len(labeled_cases(names, 7, "2d")) == 136
+    assert labeled_cases(names, 3, "2d") == names[:68]  # SSL4MIS patients_to_slices: 3 -> 68, 7 -> 136
+    assert labeled_cases(names, 7, "2d") == names[:136]
     volumes = (SHARED_ACDC / "train.list").read_text().split()
     assert labeled_cases(volumes, 2, "3d") == volumes[:2]
+    # the real files read as the reader expects: a 2D slice and a volume (slices x H x W), labels in 0..3
+    image, label = read_h5_case(SHARED_ACDC / "data" / f"{names[0]}.h5", 2, 4)
+    assert image.shape == label.shape and label.max() <= 3
+    volume = (SHARED_ACDC / "val.list").read_text().split()[0]
+    image, label = read_h5_case(SHARED_ACDC / "data" / f"{volume}.h5", 3, 4)
+    assert image.shape == label.shape and image.shape[0] < image.shape[1] and set(np.unique(label)) == {0, 1, 2, 3}
 
 
 def _bad(tmp_path, image, label, name="patient001_frame01_slice_1"):

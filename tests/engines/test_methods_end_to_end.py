@@ -20,7 +20,7 @@ from medssl.data.synthetic import synthesize
 from medssl.engines import SemiSupervisedTrainer, SSLKeys
 from medssl.workflows.evaluation import build_evaluator
 from medssl.inference.predict import make_sliding_window_inferer, write_pseudolabels
-from medssl.methods import build_method, variant
+from medssl.methods import build_method, strong_views, variant
 from medssl.networks import ThresholdHead
 from medssl.transforms.presets import lung_vessel_transforms
 
@@ -39,14 +39,16 @@ def _net():
     return UNet(3, 1, 1, channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
 
 
-def _loader(entries, stage, pseudo=False):
-    ds = Dataset(entries, transform=lung_vessel_transforms(stage, roi_size=ROI, num_samples=1, pseudo_labels=pseudo))
+def _loader(entries, stage, pseudo=False, strong=0):
+    xform = lung_vessel_transforms(stage, roi_size=ROI, num_samples=1, pseudo_labels=pseudo, strong=strong)
+    ds = Dataset(entries, transform=xform)
     return DataLoader(ds, batch_size=2, shuffle=False)
 
 
 def _train(data, method, robust_loss="ce", bpl_mode="kl_only", epochs=2, init_mu=0.5, **overrides):
     net = _net()
-    head = ThresholdHead(3, in_channels=8) if method == "bpl" else None
+    learned = method == "bpl" or overrides.get("threshold_mode") == "learned"
+    head = ThresholdHead(3, in_channels=8) if learned else None
     # "model.1" is the last decoder stage before the output layer (8 channels at half resolution)
     settings = {"warmup": 0, "ramp": 0, "prior_mu": 0.5, "prior_std": 0.1, "mode": bpl_mode, "robust_loss": robust_loss}
     settings.update(overrides)
@@ -60,14 +62,18 @@ def _train(data, method, robust_loss="ce", bpl_mode="kl_only", epochs=2, init_mu
         network=net,
         optimizer=torch.optim.Adam(net.parameters(), 1e-3),
         loss_function=DiceCELoss(sigmoid=True),
-        unlabeled_data_loader=_loader(data["unlabeled"], "unlabeled", pseudo=ssl.reads_pseudo_labels)
+        unlabeled_data_loader=_loader(data["unlabeled"], "unlabeled", ssl.reads_pseudo_labels, strong_views(method))
         if ssl.uses_unlabeled
         else None,
         unsup_loss_function=ssl.unsup_loss,
         train_handlers=ssl.handlers,
     )
-    losses = []
+    losses, trainer.terms_seen = [], []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[SSLKeys.LOSS])))
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda e: e.terms_seen.append({k: float(v) for k, v in e.state.output[SSLKeys.LOSS_TERMS].items()}),
+    )
     head_before = [p.detach().clone() for p in head.parameters()] if head is not None else None
     trainer.run()
     return trainer, net, head, head_before, losses
@@ -98,6 +104,29 @@ def test_method_trains_and_evaluates(split, tmp_path, method):
     dice = _dice(net, data, tmp_path)
     assert 0.0 <= dice <= 1.0
     assert (tmp_path / "per_case.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "method, settings, term",
+    [
+        ("mean_teacher", {}, "consistency"),
+        ("fixmatch", {}, "unsupervised"),
+        ("fixmatch", {"threshold_mode": "learned"}, "unsupervised"),
+        ("unimatch", {}, "feature_perturbation"),
+        ("bcp", {}, "copy_paste"),
+        ("vat", {}, "vat"),
+    ],
+)
+def test_newer_method_trains_through_its_own_term(split, method, settings, term):
+    """On a bare engine each method's own loss term is there, finite and positive, and it trains the network: the
+    run ends apart from the same run with the method's weight 0 (same loaders, same strong views, same draws)."""
+    data = load_datalist(split)
+    trainer, net, _, _, losses = _train(data, method, epochs=3, **settings)
+    assert losses and all(math.isfinite(v) for v in losses)
+    seen = [t[term] for t in trainer.terms_seen if term in t]
+    assert seen and all(math.isfinite(v) for v in seen) and max(seen) > 0
+    _, control_net, _, _, _ = _train(data, method, epochs=3, **settings, max_weight=0.0)
+    assert any(not torch.equal(a, b) for a, b in zip(net.parameters(), control_net.parameters()))
 
 
 def test_paired_lower_bound_is_segpl_without_its_loss(split):

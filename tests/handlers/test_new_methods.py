@@ -261,6 +261,10 @@ def test_gate_closes_on_empty_pseudo_labels_and_out_of_range_thresholds():
     gate = PseudoLabelGate(0.005, (0.05, 0.95))
     pseudo = torch.zeros(1, 1, 20, 20)
     assert not gate(pseudo)
+    pseudo[..., 0, 0] = 1  # 1 voxel of 400: 0.25% foreground, under the authors' 0.5%
+    assert not gate(pseudo, threshold=torch.tensor([0.5]))
+    pseudo[..., 0, 1:3] = 1  # 0.75%: enough
+    assert gate(pseudo, threshold=torch.tensor([0.5]))
     pseudo[..., :2, :2] = 1  # 1% foreground
     assert gate(pseudo, threshold=torch.tensor([0.5]))
     assert not gate(pseudo, threshold=torch.tensor([0.97]))

@@ -1,0 +1,97 @@
+"""The one registry of methods: ``medssl methods``, adding a method as one entry, a bundle's method block, and the
+Bayesian pseudo-labels' defaults (the authors' released configurations)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from monai.networks.nets import UNet
+
+import medssl.methods as methods
+from medssl.cli import main
+from medssl.handlers.learned_threshold import LearnedThreshold
+from medssl.handlers.pseudo_label import PseudoLabelHandler
+from medssl.handlers.weak_strong import WeakToStrongHandler
+from medssl.methods import READS, REGISTRY, VARIANTS, Method, SSLMethod, build_method, register, resolve_settings
+from medssl.networks import ThresholdHead
+
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+
+
+def test_methods_command_prints_one_method_a_line_name_first(capsys):
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines[: len(REGISTRY)]] == list(REGISTRY)
+    for line, method in zip(lines, REGISTRY.values()):
+        assert f"reads: {method.reads};" in line and f"[{method.paper}]" in line
+        settings = line.split("settings: ", 1)[1]
+        assert settings == ", ".join(f"{k}={v!r}" for k, v in method.defaults.items())
+    assert lines[len(REGISTRY)].startswith("variants: ") and len(lines) == len(REGISTRY) + 1
+    assert all(f"{name} = {m}" in lines[-1] for name, (m, _) in VARIANTS.items() if name != m)
+
+
+def _toy_build(settings, context):
+    return SSLMethod("toy", settings, READS[1])
+
+
+def test_a_method_is_one_entry(monkeypatch, capsys):
+    """Registering an entry is all it takes: it builds, its variants resolve, it is listed; nothing else changes."""
+    monkeypatch.setattr(methods, "REGISTRY", dict(REGISTRY))
+    monkeypatch.setattr(methods, "VARIANTS", dict(VARIANTS))
+    toy = Method("toy", READS[1], "A. Author, 2026", {"max_weight": 1.0, "strength": 0.5}, _toy_build, "a toy")
+    register(toy, variants={"toy": {}, "toy_strong": {"strength": 0.9}})
+    built = build_method("toy", {"strength": 0.7, "prior_mu": 0.9})  # prior_mu: another method's, ignored
+    assert built.settings == {"max_weight": 1.0, "strength": 0.7} and built.uses_unlabeled
+    assert methods.variant("toy_strong") == ("toy", {"strength": 0.9})
+    assert methods.uses_unlabeled("toy") and not methods.reads_pseudo_labels("toy") and methods.strong_views("toy") == 0
+    assert main(["methods"]) == 0
+    assert any(line.startswith("toy ") and "strength=0.5" in line for line in capsys.readouterr().out.splitlines())
+    with pytest.raises(ValueError, match="already registered"):
+        register(toy)
+    with pytest.raises(ValueError, match="'toy_bad' sets \\['strenght'\\]"):
+        register(Method("toy2", READS[1], "-", {"strength": 0.5}, _toy_build, "-"), {"toy_bad": {"strenght": 1}})
+
+
+def test_method_block_overrides_defaults_and_names_a_typo():
+    assert resolve_settings("segpl", {"threshold": 0.7, "xi": 1.0})["threshold"] == 0.7  # xi: VAT's, ignored
+    assert "xi" not in resolve_settings("segpl", {"xi": 1.0})
+    with pytest.raises(ValueError, match="'treshold'"):
+        resolve_settings("segpl", {"treshold": 0.7})
+    with pytest.raises(ValueError, match="ssl_method"):
+        resolve_settings("segpl_typo")
+
+
+def test_bayesian_defaults_follow_the_authors_configurations():
+    """Temperature 1, 256 threshold draws averaged, the unsupervised loss from 40% to 50% of the run; the prior per
+    task in each bundle: 0.5 / 0.1 for brain tumour (and ACDC), 0.9 / 0.1 for vessels (the authors' airways)."""
+    bpl = REGISTRY["bpl"].defaults
+    assert (bpl["temperature"], bpl["samples"], bpl["warmup"], bpl["ramp"]) == (1.0, 256, 0.4, 0.1)
+    assert REGISTRY["segpl"].defaults["temperature"] == 1.0 and REGISTRY["fixmatch"].defaults["temperature"] == 1.0
+    priors = {}
+    for train in sorted(BUNDLES.glob("*/configs/train.json")):
+        config = json.loads(train.read_text())
+        assert "temperature" not in config.get("method", {}), train  # no bundle heats the cut
+        priors[train.parents[1].name] = (config["method"]["prior_mu"], config["method"]["prior_std"])
+    assert priors == {
+        "acdc_mri_ssl_segmentation": (0.5, 0.1),
+        "brats_mri_axial_slices_ssl_segmentation": (0.5, 0.1),
+        "brats_mri_transbts_ssl_segmentation": (0.5, 0.1),
+        "lung_vessel_ct_ssl_segmentation": (0.9, 0.1),
+    }
+
+
+@pytest.mark.parametrize("name, handler_type", [("bpl", PseudoLabelHandler), ("fixmatch", WeakToStrongHandler)])
+def test_the_threshold_is_fitted_at_the_temperature_it_cuts_at(name, handler_type):
+    """A temperature set in the method block reaches both the learned threshold's fit on labelled images and the
+    cut of the pseudo-labels: a cut learned at one temperature and applied at another is the divergence of paper 000's
+    bundles this fixes."""
+    net = UNet(3, 1, 1, channels=(4, 8, 16), strides=(2, 2))
+    head = ThresholdHead(3, in_channels=8)
+    for block, expected in (({}, 1.0), ({"temperature": 2.0}, 2.0)):
+        block = {**block, "threshold_mode": "learned"} if name == "fixmatch" else block
+        built = build_method(name, block, network=net, head=head, feature_layer="model.1")
+        handler = next(h for h in built.handlers if isinstance(h, handler_type))
+        assert isinstance(handler.threshold, LearnedThreshold)
+        assert handler.temperature == handler.threshold.temperature == expected
