@@ -25,6 +25,7 @@ from medssl.handlers.consistency import MeanTeacherConsistency
 from medssl.handlers.copy_paste import CopyPasteHandler
 from medssl.handlers.ema_teacher import EMATeacher
 from medssl.handlers.gate import LabelledForegroundGate, PseudoLabelGate
+from medssl.handlers.adaptive_threshold import SelfAdaptiveThreshold
 from medssl.handlers.learned_threshold import FixedThreshold, LearnedThreshold
 from medssl.handlers.offline_pseudo_label import OfflinePseudoLabelHandler
 from medssl.handlers.pseudo_label import PseudoLabelHandler
@@ -39,6 +40,7 @@ from medssl.losses.semi_supervised import MaskedDiceCELoss
 __all__ = [
     "READS",
     "ROBUST_LOSSES",
+    "THRESHOLD_MODES",
     "PSEUDO_LABEL_LOSSES",
     "Method",
     "MethodContext",
@@ -58,6 +60,9 @@ __all__ = [
 #: What a method reads besides the labelled cases.
 READS = ("labelled only", "unlabelled images", "pseudo-label files")
 ROBUST_LOSSES = ("ce", "gce", "bce", "sce")
+#: The cuts of the weak-to-strong methods: a fixed number, the Bayesian head's learned threshold (paper 000), or
+#: FreeMatch's self-adaptive class-wise threshold (medssl.handlers.adaptive_threshold).
+THRESHOLD_MODES = ("fixed", "learned", "adaptive")
 
 #: Settings of every method that trains on unlabelled data: the weight schedule of the unsupervised loss, as
 #: fractions of the run (warm-up at weight 0, then a linear ramp to ``max_weight``; the authors of paper 000 start at
@@ -130,6 +135,9 @@ class SSLMethod:
     def _stateful(self) -> dict[str, Any]:
         items: dict[str, Any] = dict(self.modules)
         items.update({f"handler{i}": h for i, h in enumerate(self.handlers) if hasattr(h, "state_dict")})
+        # a threshold that keeps moving averages (the self-adaptive one) resumes with them
+        thresholds = {f"threshold{i}": getattr(h, "threshold", None) for i, h in enumerate(self.handlers)}
+        items.update({k: t for k, t in thresholds.items() if hasattr(t, "state_dict")})
         return items
 
     def state_dict(self) -> dict[str, Any]:
@@ -322,8 +330,11 @@ def _mean_teacher(settings: dict[str, Any], context: MethodContext) -> SSLMethod
 
 def _weak_strong(name: str, views: int) -> Builder:
     def build(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
-        fixed = settings["threshold"] if settings["threshold_mode"] == "fixed" else None
-        threshold = _threshold(settings, context, fixed)
+        mode = check_choice("threshold_mode", settings["threshold_mode"], THRESHOLD_MODES)
+        if mode == "adaptive":
+            threshold: Any = SelfAdaptiveThreshold(settings["sat_momentum"], settings["temperature"])
+        else:
+            threshold = _threshold(settings, context, settings["threshold"] if mode == "fixed" else None)
         layers = (settings["perturb_layers"] or encoder_feature_layers(context.network)) if views == 2 else []
         handler = WeakToStrongHandler(threshold, views=views, perturb_layers=layers, dropout=settings["dropout"],
                                       cutmix_prob=settings["cutmix_prob"], temperature=settings["temperature"],
@@ -389,15 +400,18 @@ register(
     )
 )
 _WEAK_STRONG = {**SCHEDULE, "warmup": 0.0, "ramp": 0.0, "threshold": 0.95, "threshold_mode": "fixed", **LEARNED,
-                "temperature": 1.0, "cutmix_prob": 0.5, "dropout": 0.5, "perturb_layers": None, **GATE}  # fmt: skip
+                "sat_momentum": 0.999, "temperature": 1.0, "cutmix_prob": 0.5, "dropout": 0.5, "perturb_layers": None,
+                **GATE}  # fmt: skip
 register(
     Method(
         "fixmatch", READS[1], "Sohn et al., NeurIPS 2020", _WEAK_STRONG, _weak_strong("fixmatch", 1),
         "pseudo-labels of the weak view, the loss on a strong CutMixed view where confident",
         uses_head=True, strong_views=1,
     ),
-    # fixmatch_t05: the fixed cut at the ACDC prior's mean, to tell the learned threshold from a low cut
-    variants={"fixmatch": {}, "fixmatch_learned": {"threshold_mode": "learned"}, "fixmatch_t05": {"threshold": 0.5}},
+    # fixmatch_t05: the fixed cut at the ACDC prior's mean, to tell the learned threshold from a low cut;
+    # fixmatch_sat: FreeMatch's self-adaptive class-wise cut (without its fairness loss)
+    variants={"fixmatch": {}, "fixmatch_learned": {"threshold_mode": "learned"}, "fixmatch_t05": {"threshold": 0.5},
+              "fixmatch_sat": {"threshold_mode": "adaptive"}},
 )
 register(
     Method(

@@ -1,10 +1,11 @@
 """Ignite handlers: the pieces semi-supervised methods are made of.
 
 Pseudo-label sources and E-steps (the student's or an EMA teacher's predictions cut at a fixed or learned threshold,
-a teacher's files, weak-to-strong views, copy-paste mixing), consistency losses (mean teacher, VAT), the
-unsupervised weight schedule, gates, statistics, checkpoints.
+a teacher's files, weak-to-strong views with a fixed, learned or self-adaptive cut, copy-paste mixing), consistency
+losses (mean teacher, VAT), the unsupervised weight schedule, gates, statistics, checkpoints.
 """
 
+from medssl.handlers.adaptive_threshold import SelfAdaptiveThreshold
 from medssl.handlers.consistency import MeanTeacherConsistency
 from medssl.handlers.copy_paste import CopyPasteHandler
 from medssl.handlers.ema_teacher import EMATeacher
@@ -30,6 +31,7 @@ __all__ = [
     "PseudoLabelHandler",
     "PseudoLabelStatsHandler",
     "SegPLHandler",
+    "SelfAdaptiveThreshold",
     "UnsupervisedWeightSchedule",
     "VATHandler",
     "WeakToStrongHandler",

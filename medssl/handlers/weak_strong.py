@@ -120,7 +120,8 @@ class WeakToStrongHandler:
         pseudo, mask = confident_pseudo_labels(weak, LearnedThreshold.as_map(threshold, weak.ndim), self.temperature)
         out[SSLKeys.THRESHOLD] = threshold
         weight = float(getattr(engine.state, "unsup_weight", 1.0))
-        if self.gate is not None and not self.gate(pseudo, mask, threshold):
+        ranged = threshold if getattr(self.threshold, "range_gated", True) else None
+        if self.gate is not None and not self.gate(pseudo, mask, ranged):
             engine.state.gated += 1
             terms.pop("kl", None)
         elif weight > 0:  # the strong passes cost as much as the weak one: none during the warm-up

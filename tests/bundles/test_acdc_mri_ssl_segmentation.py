@@ -67,6 +67,7 @@ def test_train_each_method(acdc_data, tmp_path, method, extra, workflow):
     [("segpl", {"method#source": "teacher", "method#threshold": 0.05}), ("bpl", {"method#mode": "kl_only", "method#prior_mu": 0.05}),
      ("mean_teacher", {}), ("fixmatch", {"method#threshold": 0.05}),
      ("fixmatch", {"method#threshold_mode": "learned", "method#prior_mu": 0.05}),
+     ("fixmatch", {"method#threshold_mode": "adaptive"}),
      ("unimatch", {"method#threshold": 0.05}), ("bcp", {}), ("vat", {})],
 )  # fmt: skip
 def test_every_method_trains_through_the_bundle(acdc_data, tmp_path, method, extra, workflow):
@@ -83,6 +84,9 @@ def test_every_method_trains_through_the_bundle(acdc_data, tmp_path, method, ext
     last = load_state_dict_file(tmp_path / "models" / "model_last.pt")
     if method in ("mean_teacher", "bcp") or extra.get("method#source") == "teacher":
         assert any("teacher" in str(v) or isinstance(v, dict) for v in last["method"].values())  # the EMA teacher
+    if extra.get("method#threshold_mode") == "adaptive":  # FreeMatch's moving averages, moved off 1/C
+        (state,) = [v for k, v in last["method"].items() if k.startswith("threshold")]
+        assert state["class_means"].shape == (4,) and not torch.allclose(state["class_means"], torch.tensor(0.25).double())
     wf.finalize()
 
 

@@ -112,6 +112,7 @@ def test_method_trains_and_evaluates(split, tmp_path, method):
         ("mean_teacher", {}, "consistency"),
         ("fixmatch", {}, "unsupervised"),
         ("fixmatch", {"threshold_mode": "learned"}, "unsupervised"),
+        ("fixmatch", {"threshold_mode": "adaptive"}, "unsupervised"),
         ("unimatch", {}, "feature_perturbation"),
         ("bcp", {}, "copy_paste"),
         ("vat", {}, "vat"),
