@@ -21,11 +21,11 @@ from typing import Any
 from torch import nn
 
 from medssl.checks import check_choice
+from medssl.handlers.adaptive_threshold import SelfAdaptiveThreshold
 from medssl.handlers.consistency import MeanTeacherConsistency
 from medssl.handlers.copy_paste import CopyPasteHandler
 from medssl.handlers.ema_teacher import EMATeacher
 from medssl.handlers.gate import LabelledForegroundGate, PseudoLabelGate
-from medssl.handlers.adaptive_threshold import SelfAdaptiveThreshold
 from medssl.handlers.learned_threshold import FixedThreshold, LearnedThreshold
 from medssl.handlers.offline_pseudo_label import OfflinePseudoLabelHandler
 from medssl.handlers.pseudo_label import PseudoLabelHandler
