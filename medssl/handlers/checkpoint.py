@@ -51,12 +51,15 @@ class RNGState:
     """The random number generators of Python, numpy and torch (CPU and CUDA) as a checkpointable object.
 
     MONAI's random transforms keep their own numpy generators, seeded once when a ``DataLoader`` without workers is
-    built; pass the datasets (or transforms) whose generators a resumed run must continue, so that a run resumed
-    from an epoch boundary draws the same patches as an uninterrupted one. Its state dict holds only tensors, ints
-    and strings, so it loads with ``torch.load(weights_only=True)``.
+    built, and a loader may draw its shuffles from a ``torch.Generator`` of its own
+    (:func:`medssl.data.loaders.stream_generator`); pass the loaders (or datasets, or transforms) whose generators a
+    resumed run must continue, so that a run resumed from an epoch boundary draws the same batches and patches as an
+    uninterrupted one. Its state dict holds only tensors, ints and strings, so it loads with
+    ``torch.load(weights_only=True)``.
 
     Args:
-        sources: datasets, ``Compose`` objects or transforms whose random generators are saved too.
+        sources: data loaders (their dataset's transforms and their ``generator``), datasets, ``Compose`` objects or
+            transforms whose random generators are saved too; None is skipped.
     """
 
     def __init__(self, *sources: Any) -> None:
@@ -64,7 +67,11 @@ class RNGState:
 
     def _transforms(self) -> list[Randomizable]:
         seen: set[int] = set()
-        return [t for s in self.sources for t in _randomizables(s, seen)]
+        return [t for s in self.sources for t in _randomizables(getattr(s, "dataset", s), seen)]
+
+    def _generators(self) -> list[torch.Generator]:
+        found = [getattr(s, "generator", None) for s in self.sources]
+        return [g for g in found if isinstance(g, torch.Generator)]
 
     def state_dict(self) -> dict[str, Any]:
         """Current generator states."""
@@ -88,6 +95,8 @@ class RNGState:
             state[f"transform{i}_keys"] = torch.from_numpy(np.asarray(t_keys, dtype=np.int64))
             state[f"transform{i}_pos"] = int(t_pos)
             state[f"transform{i}_gauss"] = (int(t_has_gauss), float(t_cached))
+        for i, g in enumerate(self._generators()):
+            state[f"generator{i}"] = g.get_state()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -112,6 +121,9 @@ class RNGState:
             has_gauss, cached = state[f"transform{i}_gauss"]
             keys = state[f"transform{i}_keys"].numpy().astype(np.uint32)
             t.R.set_state(("MT19937", keys, int(state[f"transform{i}_pos"]), int(has_gauss), float(cached)))
+        for i, g in enumerate(self._generators()):
+            if f"generator{i}" in state:  # absent from checkpoints of loaders that drew from the global generator
+                g.set_state(state[f"generator{i}"].cpu())
 
 
 class AtomicCheckpointSaver:
