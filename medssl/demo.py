@@ -13,8 +13,14 @@ evaluates each on held-out test cases with sliding-window inference, and writes 
 - ``curves.png``: training loss, validation Dice and the learned threshold's mean and spread against iteration;
 - ``runs/<method>/models/``: each method's checkpoints (``model_last.pt``, ``model_best.pt``), and ``data/``, the data.
 
-The iteration budget is calibrated from ``minutes`` by timing a few iterations first, so the demo fits its time on a
-laptop-class CPU and trains longer on a GPU; ``iterations`` fixes it instead.
+The iteration budget is calibrated from ``minutes`` by timing a few iterations and a validation pass first, so the
+demo fills its time on a laptop-class CPU and trains longer on a GPU; ``iterations`` fixes it instead. It never
+trains fewer than :data:`MIN_ITERATIONS` iterations per method, the fewest at which the comparison shows what the
+unlabelled cases add: a slower machine takes longer than ``minutes`` and says so, with an estimate, before it
+trains. Both methods see the same labelled batches at every iteration (each data stream of a run draws from a
+generator of its own, :mod:`medssl.data.loaders`), so the comparison is about the unlabelled cases. Where the
+semi-supervised method still ends below the supervised one, the demo says that the run was too short to show the
+effect.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +55,9 @@ __all__ = [
     "LABELED_FRACTION",
     "DEMO_VARIATION",
     "GAP_ITERATIONS",
+    "Calibration",
     "calibrate_iterations",
+    "MIN_ITERATIONS",
     "label_gap",
     "plot_curves",
     "results_table",
@@ -74,6 +83,14 @@ DEMO_METHODS = {"supervised": "supervised", "fixmatch_learned": "fixmatch_learne
 #: The lung-vessel bundle at a size that trains in minutes on a CPU: 48^3 patches, a 4-level UNet.
 DEMO_OVERRIDES: dict[str, Any] = DEMO_LUNG.overrides()
 EVALUATIONS = 10
+#: The fewest iterations per method at which the demo's comparison means something: below it, FixMatch's loss on
+#: the unlabelled cases (from half the run) has not had the time to act, and the run says nothing about them (an
+#: AMD EPYC of 2 cores, 240 iterations: supervised 0.488, FixMatch with the learned threshold 0.231). The demo
+#: runs at least this many, taking longer than ``--minutes`` on a slow machine (and saying so before it trains).
+#: Measured with ``medssl demo --iterations N`` (benchmarks/RESULTS.md, "Demo").
+MIN_ITERATIONS = 500
+#: Seconds of the demo's fixed costs besides training and validation: building each run, figures.
+FIXED_SECONDS = 30.0
 #: The unsupervised loss starts at half the run and reaches full weight at 80%: the supervised model of this size
 #: segments nothing for its first 80-100 iterations, and pseudo-labels taken earlier are all background, which
 #: teaches the SSL models to predict nothing (SegPL ended at Dice 0.04 with a start at 20% of 240 iterations).
@@ -81,8 +98,22 @@ WARMUP_FRACTION = 0.5
 RAMP_FRACTION = 0.3
 #: The budget of ``medssl demo --gap``: about what ``make demo`` calibrates itself to on 2 idle CPU cores.
 GAP_ITERATIONS = 700
-#: Share of the time budget left for data generation, validation, test evaluation and figures.
-OVERHEAD = 0.25
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the demo measured before training: its costs on this machine, and the iterations it chose."""
+
+    #: iterations per method
+    iterations: int
+    #: steady-state seconds of one iteration of every method together
+    per_round: float
+    #: seconds of one validation pass of every method together
+    per_validation: float
+    #: estimated minutes of the whole demo, from its start
+    minutes: float
+    #: the budget fits fewer than :data:`MIN_ITERATIONS`, so the demo runs longer than asked
+    over_budget: bool
 
 
 def calibrate_iterations(
@@ -93,18 +124,28 @@ def calibrate_iterations(
     device: str | torch.device | None,
     overrides: dict[str, Any],
     methods: Sequence[str],
-    probe_iterations: int = 6,
-) -> tuple[int, float]:
-    """Iterations per method that fit ``minutes`` (less ``elapsed`` seconds) for all ``methods``.
+    probe_iterations: int = 10,
+    min_iterations: int | None = None,
+) -> Calibration:
+    """Iterations per method that fill ``minutes`` (less ``elapsed`` seconds) for all ``methods``, never fewer than
+    ``min_iterations`` (default :data:`MIN_ITERATIONS`).
 
-    Times ``probe_iterations`` of each method (their costs differ: two views, a teacher's pass, mixed batches);
-    returns the iteration count (a multiple of the number of validations, at least 5 per validation) and the measured
-    seconds per iteration of all methods together.
+    Times ``probe_iterations`` of each method (their costs differ: two views, a teacher's pass, mixed batches) and
+    the validation pass that ends the probe. An iteration's cost is the median over the probe's second half: the
+    first iterations of a process pay for memory allocation and kernel selection (on a 2-core AMD EPYC the first
+    probe, a median over iterations 2-6, took 1.83 s for an iteration of both methods where training then ran at
+    about 1.3 s). The budget then pays for training, :data:`EVALUATIONS` validations and the test evaluation of
+    each method (as long as the validation set's share of a validation pass for every test case, with
+    :data:`FIXED_SECONDS` of set-up and figures); what is left sets the iterations, a multiple of
+    :data:`EVALUATIONS`.
     """
+    floor = MIN_ITERATIONS if min_iterations is None else int(min_iterations)
+    split = load_datalist(datalist)
+    test_share = len(split["testing"]) / max(len(split["validation"]), 1)
 
-    def probe(method: str) -> float:
+    def probe(method: str) -> tuple[float, float]:
         times: list[float] = []
-        train_method(
+        result = train_method(
             "lung_vessel",
             method,
             datalist,
@@ -117,13 +158,22 @@ def calibrate_iterations(
             ramp_fraction=0.0,
             on_iteration=lambda engine: times.append(time.perf_counter()),
         )
-        steps = np.diff(times[1:])  # the first iteration pays for warm-up
-        return float(np.median(steps)) if len(steps) else float("inf")
+        steps = np.diff(times)[len(times) // 2 - 1 :]  # the second half: the steady state
+        step = float(np.median(steps)) if len(steps) else float("inf")
+        # the run's time less its iterations is the validation pass (and the run's set-up)
+        validation = max(result.seconds - step * probe_iterations, 0.0)
+        return step, validation
 
-    per_round = sum(probe(DEMO_METHODS[m]) for m in methods)
-    budget = max(minutes * 60.0 * (1.0 - OVERHEAD) - elapsed, 0.0)
-    iterations = int(budget / per_round) // EVALUATIONS * EVALUATIONS
-    return max(iterations, 5 * EVALUATIONS), per_round
+    costs = [probe(DEMO_METHODS[m]) for m in methods]
+    per_round = sum(step for step, _ in costs)
+    per_validation = sum(validation for _, validation in costs)
+    fixed = FIXED_SECONDS + per_validation * (EVALUATIONS + test_share)
+    budget = minutes * 60.0 - elapsed - fixed
+    iterations = max(int(budget / per_round) // EVALUATIONS * EVALUATIONS, 0)
+    over_budget = iterations < floor
+    iterations = max(iterations, floor)
+    estimate = (elapsed + fixed + iterations * per_round) / 60.0
+    return Calibration(iterations, per_round, per_validation, estimate, over_budget)
 
 
 def _predict(result: RunResult, image: torch.Tensor, roi: Sequence[int], device: torch.device) -> np.ndarray:
@@ -201,12 +251,36 @@ def plot_curves(results: dict[str, RunResult], path: str | os.PathLike) -> Path:
     return save_figure(fig, path)
 
 
-def _write_table(table: pd.DataFrame, header: str, out: Path, stem: str) -> str:
-    """Write ``table`` to ``out/<stem>.csv`` and, under ``header``, to ``out/<stem>.md`` (atomically); return the
-    markdown."""
+def _verdict(table: pd.DataFrame, iterations: int) -> str:
+    """What the table says in words: the semi-supervised method's gain over the supervised one, or, where it ends
+    below it, that the run was too short to show the effect."""
+    dice = table.set_index("method")["test_dice_mean"]
+    names = list(DEMO_METHODS)
+    supervised, ssl = names[0], names[-1]
+    gain = float(dice[ssl] - dice[supervised])
+    if gain > 0:
+        return (
+            f"With the unlabelled cases, {ssl} scores {gain:+.3f} test Dice over the supervised model trained on "
+            f"the same labelled batches ({iterations} iterations each)."
+        )
+    short = (
+        f"{iterations} iterations are fewer than the {MIN_ITERATIONS} that the comparison needs: "
+        if iterations < MIN_ITERATIONS
+        else ""
+    )
+    return (
+        f"{ssl} ended {-gain:.3f} test Dice below the supervised model: {short}this run was too short to show what "
+        f"the unlabelled cases add (its loss on them starts at half the run). Train longer (--iterations or "
+        f"--minutes) to see the effect; benchmarks/RESULTS.md has the measured runs."
+    )
+
+
+def _write_table(table: pd.DataFrame, header: str, out: Path, stem: str, footer: str = "") -> str:
+    """Write ``table`` to ``out/<stem>.csv`` and, under ``header`` (and above ``footer``), to ``out/<stem>.md``
+    (atomically); return the markdown."""
     with atomic_path(out / f"{stem}.csv") as tmp:
         table.to_csv(tmp, index=False)
-    markdown = _markdown(table, header)
+    markdown = _markdown(table, header) + (f"\n{footer}\n" if footer else "")
     with atomic_path(out / f"{stem}.md") as tmp:
         tmp.write_text(markdown)
     return markdown
@@ -275,7 +349,8 @@ def run_demo(
 
     Args:
         out: output folder; the data go to ``out/data``, each method's run to ``out/runs/<method>``.
-        minutes: time budget of the whole demo, from which the iteration budget is calibrated.
+        minutes: time budget of the whole demo, from which the iteration budget is calibrated; on a machine too
+            slow to run :data:`MIN_ITERATIONS` in it, the demo takes longer (and says so before it trains).
         device: torch device (default: CUDA when available).
         seed: seed of the phantoms, the split and the training runs.
         iterations: training iterations per method (overrides the calibration from ``minutes``).
@@ -298,10 +373,25 @@ def run_demo(
     )
     if iterations is None:
         print("timing a few iterations to fit the budget...")
-        iterations, per_round = calibrate_iterations(
+        cal = calibrate_iterations(
             split_path, out / "calibration", minutes, time.perf_counter() - start, dev, settings, list(DEMO_METHODS)
         )
-        print(f"{per_round:.2f} s per iteration of all methods: {iterations} iterations per method")
+        iterations = cal.iterations
+        print(
+            f"{cal.per_round:.2f} s per iteration of both methods, {cal.per_validation:.1f} s per validation: "
+            f"{iterations} iterations per method, about {cal.minutes:.0f} minutes in all"
+        )
+        if cal.over_budget:
+            print(
+                f"NOTE: this machine needs about {cal.minutes:.0f} minutes, more than --minutes {minutes:g}: the "
+                f"comparison needs at least {MIN_ITERATIONS} iterations per method (fewer show nothing about the "
+                f"unlabelled cases), so the demo runs them rather than shrink the run"
+            )
+    elif iterations < MIN_ITERATIONS:
+        print(
+            f"NOTE: {iterations} iterations per method is below the {MIN_ITERATIONS} that the comparison needs: "
+            "expect the semi-supervised method not to show its effect"
+        )
     results: dict[str, RunResult] = {}
     for name, method in DEMO_METHODS.items():
         print(f"training {name} ({iterations} iterations)")
@@ -315,7 +405,8 @@ def run_demo(
         f"{len(split['unlabeled'])} unlabelled cases ({LABELED_FRACTION:.0%} labelled), "
         f"Dice on {len(split['testing'])} test cases, {iterations} iterations per method on {dev}."
     )
-    markdown = _write_table(table, header, out, "results")
+    verdict = _verdict(table, iterations)
+    markdown = _write_table(table, header, out, "results", footer=verdict)
     _save_predictions(results, split["testing"][0], settings["roi_size"], dev, out / "predictions.png")
     plot_curves(results, out / "curves.png")
     print()

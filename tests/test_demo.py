@@ -7,7 +7,16 @@ import pytest
 from PIL import Image
 
 from medssl.data.datalist import load_datalist
-from medssl.demo import DEMO_METHODS, DEMO_VARIATION, EVALUATIONS, calibrate_iterations, label_gap, run_demo
+from medssl.demo import (
+    DEMO_METHODS,
+    DEMO_VARIATION,
+    EVALUATIONS,
+    MIN_ITERATIONS,
+    _verdict,
+    calibrate_iterations,
+    label_gap,
+    run_demo,
+)
 
 TINY = {
     "roi_size": [16, 16, 16],
@@ -23,6 +32,13 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     table = run_demo(out, iterations=EVALUATIONS, cases=8, size=32, device="cpu", overrides=TINY)
     return out, table
+
+
+def test_a_run_below_the_floor_warns_before_it_trains(tmp_path, capsys):
+    run_demo(tmp_path, iterations=EVALUATIONS, cases=8, size=32, device="cpu", overrides=TINY)
+    printed = capsys.readouterr().out
+    assert f"below the {MIN_ITERATIONS} that the comparison needs" in printed
+    assert printed.index("below the") < printed.index("training supervised")
 
 
 def test_demo_trains_every_method_and_writes_its_table(demo):
@@ -50,15 +66,43 @@ def test_demo_figures_are_images(demo):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
 
 
-def test_calibration_fits_the_budget(demo, tmp_path):
+def test_calibration_fills_the_budget_above_the_floor(demo, tmp_path):
     out, _ = demo
-    iterations, per_round = calibrate_iterations(
-        out / "split.json", tmp_path, minutes=1.0, elapsed=0.0, device="cpu", overrides=TINY,
-        methods=list(DEMO_METHODS), probe_iterations=3,
+    cal = calibrate_iterations(
+        out / "split.json", tmp_path, minutes=2.0, elapsed=5.0, device="cpu", overrides=TINY,
+        methods=list(DEMO_METHODS), probe_iterations=6, min_iterations=EVALUATIONS,
     )  # fmt: skip
-    assert per_round > 0 and iterations % EVALUATIONS == 0 and iterations >= 5 * EVALUATIONS
-    # what it chose fits 75% of the minute unless that is below the floor of 5 iterations per validation
-    assert iterations * per_round <= 45.0 or iterations == 5 * EVALUATIONS
+    assert cal.per_round > 0 and cal.per_validation > 0
+    assert cal.iterations % EVALUATIONS == 0 and cal.iterations >= EVALUATIONS
+    if not cal.over_budget:  # what it chose fits the two minutes, and one more round of validations would not
+        assert cal.minutes <= 2.0
+        assert cal.minutes + EVALUATIONS * cal.per_round / 60.0 > 2.0
+
+
+def test_calibration_never_goes_below_the_floor_and_says_how_long_it_takes(demo, tmp_path):
+    out, _ = demo
+    cal = calibrate_iterations(
+        out / "split.json", tmp_path, minutes=0.01, elapsed=0.0, device="cpu", overrides=TINY,
+        methods=list(DEMO_METHODS), probe_iterations=4,
+    )  # fmt: skip
+    assert cal.over_budget and cal.iterations == MIN_ITERATIONS
+    # the estimate is for the floor's iterations, not for the budget asked
+    assert cal.minutes == pytest.approx(
+        (30.0 + cal.per_validation * (EVALUATIONS + 1) + MIN_ITERATIONS * cal.per_round) / 60.0, rel=0.05
+    ) and cal.minutes > 0.01
+
+
+def test_demo_below_the_floor_says_so_and_a_loss_is_called_too_short(demo, capsys):
+    out, table = demo
+    results = (out / "results.md").read_text()
+    supervised, ssl = table.set_index("method")["test_dice_mean"]
+    below = f"{list(DEMO_METHODS)[-1]} ended"
+    assert (below in results) == (ssl <= supervised) and ("scores" in results) == (ssl > supervised)
+    worse = pd.DataFrame({"method": list(DEMO_METHODS), "test_dice_mean": [0.5, 0.3]})
+    assert "too short to show" in _verdict(worse, 600) and "fewer than" not in _verdict(worse, 600)
+    assert f"fewer than the {MIN_ITERATIONS}" in _verdict(worse, 40)
+    better = pd.DataFrame({"method": list(DEMO_METHODS), "test_dice_mean": [0.5, 0.62]})
+    assert "+0.120 test Dice" in _verdict(better, 600)
 
 
 def test_demo_names_its_methods_and_size_through_the_registry_and_sizes():
