@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medssl.bench.experiment import RunResult, train_method
-from medssl.bench.sizes import DEMO_LUNG
+from medssl.workflows.runs import RunResult, train_method
+from medssl.workflows.sizes import DEMO_LUNG
 from medssl.data.datalist import load_datalist
 from medssl.data.io import atomic_path
 from medssl.data.split import split_datalist_file

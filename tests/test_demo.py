@@ -106,7 +106,7 @@ def test_demo_below_the_floor_says_so_and_a_loss_is_called_too_short(demo, capsy
 
 
 def test_demo_names_its_methods_and_size_through_the_registry_and_sizes():
-    from medssl.bench.sizes import DEMO_LUNG
+    from medssl.workflows.sizes import DEMO_LUNG
     from medssl.demo import DEMO_OVERRIDES
     from medssl.methods import VARIANTS
 

@@ -22,7 +22,7 @@ LAYERS = {
 }  # fmt: skip
 #: parts of one layer that may use each other, in this direction only
 SAME_LAYER = {("inference", "data"), ("inference", "transforms"), ("data", "transforms"), ("visualize", "data"),
-              ("demo", "bench"), ("__main__", "cli")}  # fmt: skip
+              ("__main__", "cli")}  # fmt: skip
 
 
 def _imports(path: Path) -> set[str]:
@@ -74,4 +74,11 @@ def test_no_two_parts_import_each_other():
 
 def test_nothing_in_the_library_imports_the_cli():
     offenders = sorted(f for (src, dst), files in _edges().items() if dst in ("cli", "commands") and src not in ("cli", "commands", "__main__") for f in files)
+    assert not offenders, offenders
+
+
+def test_only_the_bench_command_imports_the_benchmarks():
+    """The product's main job (the demo) and everything else train through the library (medssl.workflows.runs)."""
+    offenders = sorted(f for (src, dst), files in _edges().items() if dst == "bench" for f in files
+                       if f != "commands/bench.py")  # fmt: skip
     assert not offenders, offenders

@@ -1,8 +1,8 @@
 """medssl's benchmarks, one idea a module.
 
-- what they name: :mod:`~medssl.bench.runs` (tasks, run names through the method registry), :mod:`~medssl.bench.sizes`
-  (the networks and patch sizes the demo and the benchmarks train and time);
-- one run of a bundle's method: :mod:`~medssl.bench.experiment`;
+- what they train with, from the library: :mod:`~medssl.workflows.runs` (one run of a bundle's method, the training
+  API the demo uses too), :mod:`~medssl.workflows.tasks` (tasks, run names through the method registry) and
+  :mod:`~medssl.workflows.sizes` (the networks and patch sizes the demo and the benchmarks train and time);
 - the accuracy benchmark: :mod:`~medssl.bench.accuracy` (chains of runs and their scheduling),
   :mod:`~medssl.bench.presets`, :mod:`~medssl.bench.robustness`, :mod:`~medssl.bench.results` (result files) and
   :mod:`~medssl.bench.accuracy_report`; its real-data tracks: :mod:`~medssl.bench.track`, :mod:`~medssl.bench.tracks`

@@ -2,7 +2,7 @@
 
 For each task (synthetic lung vessels in 3D, binary; synthetic BraTS as 2D axial slices, WT/TC/ET), each seed (a
 different split, so a different labelled subset) and each labelled fraction, every method trains with the task's
-bundle for the same number of iterations (:func:`medssl.bench.experiment.train_method`):
+bundle for the same number of iterations (:func:`medssl.workflows.runs.train_method`):
 
 - ``lower_bound``: supervised on the labelled cases only; ``upper_bound``: supervised with every training case
   labelled (one run per seed, the same for every fraction);
@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from medssl.bench.accuracy_report import summarize
-from medssl.bench.experiment import RunResult, teacher_pseudolabels, train_method
+from medssl.workflows.runs import RunResult, teacher_pseudolabels, train_method
 from medssl.bench.presets import PRESETS, Preset, TaskSetting, dataset
 from medssl.bench.results import (
     ROBUST_KEY,
@@ -49,7 +49,7 @@ from medssl.bench.results import (
     write_rows,
 )
 from medssl.bench.robustness import robustness
-from medssl.bench.runs import BOUNDS, METHODS, TASKS, reads_pseudo_labels
+from medssl.workflows.tasks import BOUNDS, METHODS, TASKS, reads_pseudo_labels
 from medssl.data.split import split_datalist_file
 
 __all__ = ["run_accuracy"]

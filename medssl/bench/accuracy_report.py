@@ -14,7 +14,7 @@ import pandas as pd
 
 from medssl.bench.measure import machine_info
 from medssl.bench.presets import Preset
-from medssl.bench.runs import BOUNDS, METHODS
+from medssl.workflows.tasks import BOUNDS, METHODS
 from medssl.data.io import atomic_path, write_json
 from medssl.visualize import save_figure
 

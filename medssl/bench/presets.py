@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medssl.bench.sizes import SMALL_BRATS2D, SMALL_LUNG
+from medssl.workflows.sizes import SMALL_BRATS2D, SMALL_LUNG
 from medssl.data.datalist import load_datalist
 from medssl.data.synthetic import synthesize
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from medssl.bench.runs import reads_pseudo_labels
+from medssl.workflows.tasks import reads_pseudo_labels
 from medssl.data.io import atomic_path
 
 __all__ = ["RUN_KEY", "ROBUST_KEY", "read_rows", "write_rows", "row_key", "merge_rows", "run_paths", "teacher_dir"]

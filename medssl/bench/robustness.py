@@ -16,10 +16,10 @@ import pandas as pd
 import torch
 
 from medssl.bench.accuracy_report import summarize
-from medssl.bench.experiment import test_dataset, with_best_checkpoint
+from medssl.workflows.runs import test_dataset, with_best_checkpoint
 from medssl.bench.presets import PRESETS, Preset
 from medssl.bench.results import RUN_KEY, read_rows, row_key, run_paths, write_rows
-from medssl.bench.runs import TASKS
+from medssl.workflows.tasks import TASKS
 
 __all__ = ["robustness", "rescore_robustness"]
 

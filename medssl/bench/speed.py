@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from medssl.bench.measure import machine_info, matmul_gflops, max_rss_bytes, mib
-from medssl.bench.sizes import BRATS_ROI, LUNG_ROI, brats_network, lung_network
+from medssl.workflows.sizes import BRATS_ROI, LUNG_ROI, brats_network, lung_network
 from medssl.bench.speed_infer import bench_inference
 from medssl.bench.speed_report import targets, write_report
 from medssl.bench.speed_train import bench_training

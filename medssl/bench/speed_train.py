@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medssl.bench.measure import median, mib, timed
-from medssl.bench.sizes import LUNG_BUNDLE, LUNG_FEATURE_LAYER, LUNG_ROI, lung_network
+from medssl.workflows.sizes import LUNG_BUNDLE, LUNG_FEATURE_LAYER, LUNG_ROI, lung_network
 from medssl.methods import REGISTRY, build_method
 from medssl.transforms.presets import STRONG_KEYS
 

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from ignite.engine import Events
 
-from medssl.bench.experiment import teacher_pseudolabels
-from medssl.bench.runs import METHODS, TASKS, reads_pseudo_labels
+from medssl.workflows.runs import teacher_pseudolabels
+from medssl.workflows.tasks import METHODS, TASKS, reads_pseudo_labels
 from medssl.data.io import exclusive, read_json, write_json
 from medssl.workflows.bundle import config_workflow, device_overrides
 
@@ -73,7 +73,7 @@ class Track:
     initialisations and other draws of the loaders.
     """
 
-    task: str  # a key of medssl.bench.experiment.TASKS
+    task: str  # a key of medssl.workflows.runs.TASKS
     protocols: Mapping[str, Protocol]
     #: (data root, output folder) -> {setting or setting@seed: datalist}
     prepare: Callable[[Path, Path], dict[str, Path]]

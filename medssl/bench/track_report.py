@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medssl.bench.runs import METHODS, TASKS
+from medssl.workflows.tasks import METHODS, TASKS
 from medssl.bench.track import LOWER, UPPER
 from medssl.bench.tracks import TRACKS
 from medssl.data.io import atomic_path, read_json

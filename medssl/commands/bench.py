@@ -86,10 +86,10 @@ def _add_accuracy(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=_names("medssl.bench.presets", "PRESETS"), metavar="PRESET",
                         default="small", help="%(choices)s (default %(default)s)")  # fmt: skip
     parser.add_argument("--out", default=None, help=f"results folder (default {ACCURACY_OUT}[/<track>])")
-    parser.add_argument("--task", action="append", choices=_names("medssl.bench.runs", "TASKS", ("brats3d",)),
+    parser.add_argument("--task", action="append", choices=_names("medssl.workflows.tasks", "TASKS", ("brats3d",)),
                         metavar="TASK", help="%(choices)s; repeat for several")  # fmt: skip
     parser.add_argument("--datalist", default=None, help="real data prepared with `medssl prepare` (one --task)")
-    parser.add_argument("--method", action="append", choices=_names("medssl.bench.runs", "METHODS"),
+    parser.add_argument("--method", action="append", choices=_names("medssl.workflows.tasks", "METHODS"),
                         metavar="METHOD", help="%(choices)s; repeat for several")  # fmt: skip
     parser.add_argument("--fraction", action="append", type=float, help="labelled fraction; repeat for several")
     parser.add_argument("--seed", action="append", type=int, help="repeat for several")

@@ -11,11 +11,11 @@ import torch
 
 from medssl.bench.accuracy import run_accuracy
 from medssl.bench.accuracy_report import summarize
-from medssl.bench.experiment import train_method
+from medssl.workflows.runs import train_method
 from medssl.bench.measure import machine_info
 from medssl.bench.presets import PRESETS, Preset, TaskSetting
 from medssl.bench.robustness import rescore_robustness, robustness
-from medssl.bench.runs import METHODS, reads_pseudo_labels, run_settings
+from medssl.workflows.tasks import METHODS, reads_pseudo_labels, run_settings
 from medssl.data.split import split_datalist_file
 from medssl.data.synthetic import synthesize
 

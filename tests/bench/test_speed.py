@@ -10,7 +10,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from medssl.bench import measure, sizes, speed, speed_report, speed_train
+from medssl.bench import measure, speed, speed_report, speed_train
+from medssl.workflows import sizes
 from medssl.commands import bench
 
 ROOT = Path(__file__).resolve().parents[2]

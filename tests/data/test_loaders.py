@@ -83,7 +83,7 @@ def test_a_checkpoint_without_generator_states_still_loads():
 def test_supervised_and_semi_supervised_runs_see_the_same_labelled_batches(tmp_path):
     """The comparison of a method with the supervised lower bound is about the unlabelled cases: the labelled
     batches (images and augmentations) of every iteration are the same in both runs of one seed."""
-    from medssl.bench.experiment import train_method
+    from medssl.workflows.runs import train_method
     from medssl.data.split import split_datalist_file
     from medssl.data.synthetic import synthesize
 

@@ -1,4 +1,9 @@
-"""One training run of one method, with a bundle's own components: what the demo and the accuracy benchmark repeat.
+"""The training API: one run of one method with a bundle's own components, what the demo and the benchmarks repeat.
+
+``train_method(task, method, datalist, run_dir, iterations)`` trains a bundle (a key of
+:data:`~medssl.workflows.tasks.TASKS`) with a method (a variant of the registry, or a bound) and settings, and
+returns the run's record (:class:`RunResult`: curves, test Dice, best checkpoint), also written to
+``run_dir/result.json``.
 
 A run parses a bundle's ``configs/train.json`` with MONAI's ``ConfigWorkflow`` (as ``python -m monai.bundle run``
 would), overrides its size and budget, runs its trainer for a fixed number of iterations (``epochs`` x
@@ -21,7 +26,7 @@ import torch
 from ignite.engine import Events
 from monai.data import DataLoader, Dataset
 
-from medssl.bench.runs import TASKS, TaskSpec, run_settings
+from medssl.workflows.tasks import TASKS, TaskSpec, run_settings
 from medssl.checkpoints import load_weights
 from medssl.checks import check_choice
 from medssl.data.io import write_json
@@ -80,7 +85,7 @@ def train_method(
 
     Args:
         task: a key of :data:`TASKS`.
-        method: a run name (:func:`~medssl.bench.runs.run_settings`): a bound or a variant of medssl.methods.
+        method: a run name (:func:`~medssl.workflows.tasks.run_settings`): a bound or a variant of medssl.methods.
         datalist: a split written by ``medssl split`` (teacher-student: with the teacher's ``pseudo_label``).
         run_dir: the run's ``bundle_root``: checkpoints in ``models/``, logs in ``eval/``, results here.
         iterations: training iterations in all (the same budget for every method of a comparison).

@@ -1,4 +1,4 @@
-"""What the benchmarks name: their tasks (the bundle each trains, how it is scored) and their runs.
+"""What a training run names: its task (the bundle it trains, how it is scored) and its method.
 
 A run name is a bound (``lower_bound``, ``upper_bound``: the registry's ``supervised`` method on the labelled cases
 only, or with every training case labelled) or a variant of :data:`medssl.methods.VARIANTS` (``segpl``,
