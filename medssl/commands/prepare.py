@@ -31,9 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--root", required=True, help="folder with data/ and the list files (train_slices.list, ...)")
     p.add_argument("--out", required=True, help="output folder: images/, labels/, datalist_<k>.json, datalist_all.json")
     p.add_argument("--labeled", action="append", type=int,
-                   help="labelled patients (2D layout) or cases (3D layout) of a datalist; repeatable (default 3 and 7)")
-    p.add_argument("--num-classes", type=int, default=4, help="labels lie in 0..N-1 (ACDC 4, LA 2)")
+                   help="labelled patients (2D layout) or first cases of train.list (3D layout) of a datalist; "
+                   "repeatable (default: 3 and 7 for the 2D layout, as ACDC; 1, 4 and 8 for the 3D layout, as LA)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="labels lie in 0..N-1 (default: 4 for the 2D layout, as ACDC; 2 for the 3D layout, as LA)")
     p.add_argument("--layout", choices=["auto", "2d", "3d"], default="auto")
+    p.add_argument("--val-from-train", type=int, default=0, metavar="N",
+                   help="3D layout without a validation list (LA): the last N IDs of train.list become the validation "
+                   "set, labelled by no setting (default 0; refused when the root has val.list)")
     p.set_defaults(source_run=_ssl4mis)
     p = sub.add_parser("synthetic", help="medssl's synthetic phantoms (same as 'medssl synth')")
     add_synth_arguments(p)
@@ -63,7 +68,7 @@ def _lung(args: argparse.Namespace) -> None:
 def _ssl4mis(args: argparse.Namespace) -> None:
     from medssl.data.ssl4mis import prepare_ssl4mis
 
-    written = prepare_ssl4mis(args.root, args.out, labeled=args.labeled or [3, 7], num_classes=args.num_classes,
-                              layout=args.layout)  # fmt: skip
+    written = prepare_ssl4mis(args.root, args.out, labeled=args.labeled, num_classes=args.num_classes,
+                              layout=args.layout, val_from_train=args.val_from_train)  # fmt: skip
     for path in written.values():
         print(f"wrote {path}")

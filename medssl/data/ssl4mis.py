@@ -18,9 +18,17 @@ spacing: the NIfTI files get an identity affine, and distances (HD95) are in vox
 **The labelled subset is the papers' one.** For the 2D layout, ``k`` labelled patients are all the training slices
 of the first ``k`` patients in ``train_slices.list`` order (ACDC: 3 patients = the first 68 slices, 7 = 136, as
 SSL4MIS's ``patients_to_slices`` table gives); for the 3D layout, the first ``k`` lines of the training list
-(UA-MT's ``labelnum``). Every other training case is unlabelled (its label is not converted). One datalist is written
+(UA-MT's ``labelnum``). Every other training case is unlabelled (listed without its label). One datalist is written
 per labelled setting, ``datalist_<k>.json``, and ``datalist_all.json`` with every training case labelled (the upper
-bound); the unlabelled and held-out parts of all of them are the same files.
+bound); the unlabelled and held-out parts of all of them are the same files. The defaults are each layout's
+benchmark: ACDC's 3 and 7 patients and 4 classes (2D), LA's 1, 4 and 8 cases and 2 classes (3D).
+
+**Validation carved from the training list.** LA (and BraTS 2019) has no validation list. ``val_from_train=N`` makes
+the last ``N`` IDs of the 3D training list the validation set: no setting labels them (the first ``k`` labelled come
+from the other IDs, and a ``k`` that would reach into them is an error), they are neither unlabelled nor in
+``datalist_all.json``'s training part, and the test list is never touched. A root with its own validation list
+(ACDC's ``val.list``) refuses ``N > 0``, as two validation sets would be ambiguous. Each datalist's ``split`` record
+names the validation IDs and where they came from.
 """
 
 from __future__ import annotations
@@ -40,9 +48,16 @@ from medssl.data.datalist import save_datalist
 from medssl.data.io import write_nifti
 from medssl.errors import DataError, DatalistError
 
-__all__ = ["LAYOUTS", "Layout", "detect_layout", "read_h5_case", "labeled_cases", "prepare_ssl4mis"]
+__all__ = [
+    "LAYOUTS", "DEFAULT_LABELED", "DEFAULT_NUM_CLASSES", "Layout", "detect_layout", "read_h5_case", "labeled_cases",
+    "carve_validation", "prepare_ssl4mis",
+]  # fmt: skip
 
 LAYOUTS = ("2d", "3d")
+#: The labelled settings written when none are asked for: ACDC's patients (2D), LA's cases (3D).
+DEFAULT_LABELED = {"2d": (3, 7), "3d": (1, 4, 8)}
+#: The number of classes when none is given: ACDC's background + 3 structures (2D), LA's and BraTS 2019's 0/1 (3D).
+DEFAULT_NUM_CLASSES = {"2d": 4, "3d": 2}
 _SLICE = re.compile(r"^(?P<volume>.+)_slice_(?P<index>\d+)$")
 _IDENTITY = np.eye(4)
 
@@ -162,6 +177,51 @@ def labeled_cases(names: Sequence[str], labeled: int, kind: str) -> list[str]:
     return [n for n, g in zip(names, groups) if g in keep]
 
 
+def carve_validation(layout: Layout, train: Sequence[str], val_from_train: int) -> tuple[list[str], list[str]]:
+    """Split the training list into the training pool and the validation IDs carved from its end.
+
+    >>> layout = Layout("3d", Path("train.list"), None, None)
+    >>> carve_validation(layout, ["a", "b", "c", "d"], 1)
+    (['a', 'b', 'c'], ['d'])
+
+    Raises:
+        ValueError: ``val_from_train`` is negative, or asked of the 2D layout (its training list names slices).
+        DatalistError: the root has its own validation list (two validation sets would be ambiguous), or the training
+            list has no more than ``val_from_train`` cases (none would be left to train on).
+    """
+    if val_from_train < 0:
+        raise ValueError(f"val_from_train must be 0 or more, got {val_from_train}.")
+    if val_from_train == 0:
+        return list(train), []
+    if layout.val_list is not None:
+        raise DatalistError(
+            layout.val_list,
+            f"this folder has its own validation list, so val_from_train={val_from_train} (validation carved from "
+            f"{layout.train_list.name}) would be ambiguous: use the list, or remove it to carve validation instead",
+        )
+    if layout.kind != "3d":
+        raise ValueError(
+            f"val_from_train carves whole volumes from the 3D layout's training list; {layout.train_list} is a 2D "
+            "layout's list of slices"
+        )
+    if val_from_train >= len(train):
+        raise DatalistError(
+            layout.train_list,
+            f"names {len(train)} cases: too few to carve val_from_train={val_from_train} validation cases from its "
+            "end and keep one to train on",
+        )
+    return list(train[:-val_from_train]), list(train[-val_from_train:])
+
+
+def _check_labeled(labeled: int, pool: Sequence[str], validation: Sequence[str], train_list: Path) -> None:
+    """Refuse a 3D ``labeled`` that would reach into the validation IDs carved from the end of the training list."""
+    if validation and labeled > len(pool):
+        raise ValueError(
+            f"labeled={labeled} would reach into the validation cases: the last {len(validation)} IDs of "
+            f"{train_list} are validation (val_from_train={len(validation)}), so at most {len(pool)} can be labelled."
+        )
+
+
 def _entry(name: str, kind: str, image: Path, label: Path | None) -> dict[str, Any]:
     entry: dict[str, Any] = {"image": str(image)}
     if label is not None:
@@ -177,47 +237,59 @@ def _entry(name: str, kind: str, image: Path, label: Path | None) -> dict[str, A
 def prepare_ssl4mis(
     root: str | os.PathLike,
     out: str | os.PathLike,
-    labeled: Sequence[int] = (3, 7),
-    num_classes: int = 4,
+    labeled: Sequence[int] | None = None,
+    num_classes: int | None = None,
     layout: str = "auto",
+    val_from_train: int = 0,
 ) -> dict[str, Path]:
     """Convert an SSL4MIS-layout folder to NIfTI and write one datalist per labelled setting.
 
     Args:
         root: the folder (holding ``data/`` and the list files).
         out: output folder (``images/``, ``labels/``, ``datalist_<k>.json``, ``datalist_all.json``).
-        labeled: labelled patients (2D layout) or cases (3D layout) of each datalist to write.
-        num_classes: labels must lie in ``0 .. num_classes - 1`` (ACDC 4, LA and BraTS 2019 2).
+        labeled: labelled patients (2D layout) or cases (3D layout) of each datalist to write; None for the layout's
+            benchmark settings (:data:`DEFAULT_LABELED`: 3 and 7 for ACDC, 1, 4 and 8 for LA).
+        num_classes: labels must lie in ``0 .. num_classes - 1``; None for the layout's (:data:`DEFAULT_NUM_CLASSES`:
+            ACDC 4, LA and BraTS 2019 2).
         layout: ``2d``, ``3d`` or ``auto`` (:func:`detect_layout`).
+        val_from_train: the last ``val_from_train`` IDs of the 3D training list become the validation set, labelled
+            by no setting (:func:`carve_validation`); 0 keeps the root's own validation list, if any.
 
     Returns:
-        ``{"3": path, "7": path, "all": path}``: the datalists written.
+        the datalists written, one per labelled setting and ``"all"``: e.g. ``{"1": path, "4": path, "8": path,
+        "all": path}``.
 
     Raises:
         DataError: a missing list or file, a file without ``image``/``label``, mismatched shapes, unknown labels or
             NaN voxels (nothing is written under ``out`` then: conversion goes to a staging folder first).
-        ValueError: ``labeled`` asks for more patients than the training list has.
+        DatalistError: ``val_from_train`` with a root that has a validation list, or not less than the training list.
+        ValueError: ``labeled`` asks for more patients than the training list has, or for labelled cases among the
+            validation ones.
     """
     root, out = Path(root), Path(out)
     found = detect_layout(root, layout)
     kind = found.kind
+    labeled = DEFAULT_LABELED[kind] if labeled is None else labeled
+    num_classes = DEFAULT_NUM_CLASSES[kind] if num_classes is None else num_classes
     train = _read_list(found.train_list)
-    subsets = {int(k): labeled_cases(train, int(k), kind) for k in labeled}
-    held_out = {
-        part: _read_list(path) for part, path in (("validation", found.val_list), ("testing", found.test_list)) if path
-    }
+    pool, carved = carve_validation(found, train, val_from_train)
+    for k in labeled:
+        _check_labeled(int(k), pool, carved, found.train_list)
+    subsets = {int(k): labeled_cases(pool, int(k), kind) for k in labeled}
+    listed = {part: path for part, path in (("validation", found.val_list), ("testing", found.test_list)) if path}
+    held_out = {part: _read_list(path) for part, path in listed.items()}
+    if carved:
+        held_out = {"validation": carved} | held_out
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))  # one per call: two calls never share it
     (stage / "images").mkdir()
     (stage / "labels").mkdir()
     try:
-        labelled_train = sorted(set(train))  # the upper bound labels every training case
         entries: dict[str, dict[str, Any]] = {}
-        for name in train:
+        for name in train:  # the carved validation cases too, with their labels
             entries[name] = _convert(root, name, kind, found.train_list, stage, True, num_classes, volume=kind == "3d")
-        for part, names in held_out.items():
-            source = found.val_list if part == "validation" else found.test_list
-            for name in names:
+        for part, source in listed.items():
+            for name in held_out[part]:
                 entries[name] = _convert(root, name, kind, source, stage, True, num_classes, volume=True)
         for sub in ("images", "labels"):
             dest = out / sub
@@ -235,23 +307,29 @@ def prepare_ssl4mis(
             e.pop("label", None)
         return e
 
+    validation_from = found.val_list.name if found.val_list else None
+    if carved:
+        validation_from = f"the last {len(carved)} IDs of {found.train_list.name}, labelled by no setting"
     written: dict[str, Path] = {}
-    settings = {str(k): v for k, v in subsets.items()} | {"all": labelled_train}
+    settings = {str(k): v for k, v in subsets.items()} | {"all": pool}  # the upper bound labels the whole pool
     for key, lab in settings.items():
         lab_set = set(lab)
         datalist = {
             "name": f"{root.name} (SSL4MIS layout)",
             "labels": {str(i): str(i) for i in range(num_classes)},
-            "training": [final(n, True) for n in train if n in lab_set],
-            "unlabeled": [final(n, False) for n in train if n not in lab_set],
+            "training": [final(n, True) for n in pool if n in lab_set],
+            "unlabeled": [final(n, False) for n in pool if n not in lab_set],
             **{part: [final(n, True) for n in names] for part, names in held_out.items()},
             "split": {
                 "source": str(root),
                 "protocol": "ssl4mis",
                 "layout": kind,
-                "labeled_fraction": len(lab_set) / len(train),
+                "labeled_fraction": len(lab_set) / len(pool),
                 "labeled_patients": len({n.split('_')[0] for n in lab}) if kind == "2d" else len(lab),
-                "labeled": [n for n in train if n in lab_set],
+                "labeled": [n for n in pool if n in lab_set],
+                "validation": list(held_out.get("validation", [])),
+                "validation_from": validation_from,
+                "val_from_train": val_from_train,
             },
         }
         written[key] = save_datalist(datalist, out / f"datalist_{key}.json")
