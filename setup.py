@@ -10,5 +10,8 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["medssl", "medssl.*"]) + ["medssl.bundles"],
     package_dir={"medssl.bundles": "bundles"},
-    package_data={"medssl.bundles": ["meta_schema.json", "*/LICENSE", "*/configs/*", "*/docs/*"]},
+    # configs/common.json, evaluate.json, multi_gpu_train.json and logging.conf are links to bundles/_common in the
+    # source tree; the build copies what they name, so each bundle of the wheel stands on its own
+    package_data={"medssl.bundles": ["meta_schema.json", "*/LICENSE", "*/configs/*", "*/docs/*", "*/models/model.pt",
+                                     "*/models/model.ts"]},
 )

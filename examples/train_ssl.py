@@ -1,7 +1,7 @@
 """Train one semi-supervised method on synthetic lung-vessel CT and report its test Dice, with medssl's API and MONAI.
 
     python examples/train_ssl.py --method segpl
-    python examples/train_ssl.py --method bpl --bpl-mode elbo
+    python examples/train_ssl.py --method bpl --threshold-fit elbo
     python examples/train_ssl.py --method teacher_student --robust-loss gce   # trains a supervised teacher first
 
 Every method is the same :class:`~medssl.engines.SemiSupervisedTrainer` with the handlers and unsupervised loss that
@@ -25,6 +25,7 @@ from medssl.data.datalist import load_datalist
 from medssl.data.split import split_datalist_file
 from medssl.data.synthetic import synthesize
 from medssl.engines import SemiSupervisedTrainer
+from medssl.handlers.learned_threshold import FITS
 from medssl.device import resolve_device
 from medssl.inference.predict import make_sliding_window_inferer, write_pseudolabels
 from medssl.methods import REGISTRY, ROBUST_LOSSES, build_method
@@ -44,7 +45,7 @@ def train(data, method, args, device):
     network = UNet(3, 1, 1, channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1).to(device)
     # a learned threshold reads the 16-channel decoder stage before the output layer ("model.1")
     head = ThresholdHead(3, in_channels=16).to(device) if REGISTRY[method].uses_head else None
-    settings = {"warmup": 0, "ramp": 0, "mode": args.bpl_mode, "robust_loss": args.robust_loss}
+    settings = {"warmup": 0, "ramp": 0, "threshold_fit": args.threshold_fit, "robust_loss": args.robust_loss}
     ssl = build_method(method, settings, network=network, head=head, feature_layer="model.1", run_length=args.epochs)
     params = list(network.parameters()) + (list(head.parameters()) if head is not None else []) + ssl.parameters()
     trainer = SemiSupervisedTrainer(
@@ -70,7 +71,7 @@ def main(argv=None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=sorted(REGISTRY), default="segpl")
     parser.add_argument("--robust-loss", choices=ROBUST_LOSSES, default="gce", help="teacher_student only")
-    parser.add_argument("--bpl-mode", choices=("kl_only", "elbo"), default="kl_only", help="bpl only")
+    parser.add_argument("--threshold-fit", choices=FITS, default="kl_only", help="what trains bpl's threshold")
     parser.add_argument("--out", default="example_output")
     parser.add_argument("--cases", type=int, default=12)
     parser.add_argument("--size", type=int, default=48)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-__all__ = ["check_in_range", "check_positive", "check_choice", "check_type"]
+__all__ = ["check_in_range", "check_positive", "check_choice", "check_type", "check_renamed"]
 
 
 def check_type(name: str, value: Any, types: type | tuple[type, ...]) -> Any:
@@ -52,6 +52,22 @@ def check_choice(name: str, value: Any, choices: Collection) -> Any:
     if value not in choices:
         raise ValueError(f"{name} must be one of {sorted(map(str, choices))}, got {value!r}.")
     return value
+
+
+def check_renamed(
+    what: str, given: Iterable[str], renamed: Mapping[str, str], error: type[Exception] = ValueError
+) -> None:
+    """Raise ``error`` if any of the names ``given`` is an old spelling in ``renamed`` (old name -> new name).
+
+    >>> check_renamed("method setting", ["warmup"], {"mode": "threshold_fit"})
+    >>> check_renamed("method setting", ["mode"], {"mode": "threshold_fit"})
+    Traceback (most recent call last):
+    ...
+    ValueError: method setting 'mode' was renamed 'threshold_fit'.
+    """
+    old = sorted(k for k in set(given) if k in renamed)
+    if old:
+        raise error("; ".join(f"{what} {k!r} was renamed {renamed[k]!r}" for k in old) + ".")
 
 
 def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:

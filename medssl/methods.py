@@ -4,32 +4,39 @@ A method is one entry: its name, what it reads (nothing beyond the labelled case
 files a teacher wrote), its paper, its settings with their defaults, and a builder that turns the settings into the
 handlers and the unsupervised loss it attaches to the one :class:`~medssl.engines.SemiSupervisedTrainer`. Adding a
 method is adding an entry with :func:`register`; nothing else names methods. A variant is a method name plus settings
-(``bpl_elbo`` is ``bpl`` with ``mode="elbo"``): the benchmarks and the demo name their runs through
+(``bpl_elbo`` is ``bpl`` with ``threshold_fit="elbo"``): the benchmarks and the demo name their runs through
 :data:`VARIANTS`.
 
 A bundle carries one method block, ``"method": {...}``: overrides of the chosen method's defaults. Every key must be
 a setting of some registered method (a typo is an error); keys of other methods are ignored, so one block can hold a
-bundle's choices for several methods (e.g. the threshold prior of its task).
+bundle's choices for several methods (e.g. the threshold prior of its task). A renamed setting is an error that names
+its new spelling (:data:`RENAMED_SETTINGS`).
+
+A pseudo-label method cuts with one of the :data:`CUTS`, each a :class:`~medssl.handlers.threshold.Threshold`: a new
+cut is a class implementing that contract and an entry there. A method's checkpoint entry keys each stateful piece by
+its name (a cut's ``name``, a handler's ``name`` or class name), so a builder may reorder its handlers.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from medssl.checks import check_choice
+from medssl.checks import check_choice, check_renamed
 from medssl.handlers.adaptive_threshold import SelfAdaptiveThreshold
 from medssl.handlers.consistency import MeanTeacherConsistency
 from medssl.handlers.copy_paste import CopyPasteHandler
 from medssl.handlers.ema_teacher import EMATeacher
 from medssl.handlers.gate import LabelledForegroundGate, PseudoLabelGate
-from medssl.handlers.learned_threshold import FixedThreshold, LearnedThreshold
+from medssl.handlers.learned_threshold import LearnedThreshold
 from medssl.handlers.offline_pseudo_label import OfflinePseudoLabelHandler
 from medssl.handlers.pseudo_label import PseudoLabelHandler
 from medssl.handlers.pseudo_label_stats import PseudoLabelStatsHandler
+from medssl.handlers.threshold import FixedThreshold, Threshold
 from medssl.handlers.vat import VATHandler
 from medssl.handlers.weak_strong import WeakToStrongHandler
 from medssl.handlers.weight_schedule import UnsupervisedWeightSchedule
@@ -40,7 +47,8 @@ from medssl.losses.semi_supervised import MaskedDiceCELoss
 __all__ = [
     "READS",
     "ROBUST_LOSSES",
-    "THRESHOLD_MODES",
+    "CUTS",
+    "RENAMED_SETTINGS",
     "PSEUDO_LABEL_LOSSES",
     "Method",
     "MethodContext",
@@ -49,20 +57,20 @@ __all__ = [
     "VARIANTS",
     "register",
     "build_method",
+    "method_of",
+    "entry",
     "resolve_settings",
     "reads_pseudo_labels",
     "strong_views",
     "uses_unlabeled",
     "variant",
     "describe",
+    "state_name",
 ]
 
 #: What a method reads besides the labelled cases.
 READS = ("labelled only", "unlabelled images", "pseudo-label files")
 ROBUST_LOSSES = ("ce", "gce", "bce", "sce")
-#: The cuts of the weak-to-strong methods: a fixed number, the Bayesian head's learned threshold (paper 000), or
-#: FreeMatch's self-adaptive class-wise threshold (medssl.handlers.adaptive_threshold).
-THRESHOLD_MODES = ("fixed", "learned", "adaptive")
 
 #: Settings of every method that trains on unlabelled data: the weight schedule of the unsupervised loss, as
 #: fractions of the run (warm-up at weight 0, then a linear ramp to ``max_weight``; the authors of paper 000 start at
@@ -72,7 +80,8 @@ THRESHOLD_MODES = ("fixed", "learned", "adaptive")
 SCHEDULE = {"max_weight": 1.0, "warmup": 0.4, "ramp": 0.1, "start_dice": None, "start_patience": 3,
             "collapse_patience": 50, "label_gate": 0.0}  # fmt: skip
 #: The learned threshold of paper 000, for any method that takes one (see medssl.handlers.learned_threshold).
-LEARNED = {"prior_mu": 0.5, "prior_std": 0.1, "mode": "elbo", "samples": 256, "tau": 0.05, "kl_weight": 0.1}
+#: ``threshold_fit``: what trains its head, the evidence lower bound on the labelled images or the KL alone.
+LEARNED = {"prior_mu": 0.5, "prior_std": 0.1, "threshold_fit": "elbo", "samples": 256, "tau": 0.05, "kl_weight": 0.1}
 #: Where pseudo-labels come from: the student's own predictions, or an EMA teacher's (mean teacher's) with this decay.
 SOURCE = {"source": "student", "ema_decay": 0.99}
 #: The loss of the pseudo-label methods on their pseudo-labels (``unsup_loss``): Dice + cross-entropy (the authors'
@@ -82,6 +91,8 @@ SOURCE = {"source": "student", "ema_decay": 0.99}
 PSEUDO_LABEL_LOSSES = ("dice_ce", "ce")
 #: The pseudo-label gate: no pseudo-label loss (nor KL) under this foreground share, or a threshold outside the range.
 GATE = {"gate_foreground": 0.005, "gate_threshold_range": (0.01, 0.99)}
+#: Method settings that were renamed (old -> new): a method block with an old spelling is an error naming the new one.
+RENAMED_SETTINGS = {"threshold_mode": "cut", "mode": "threshold_fit"}
 
 
 @dataclass
@@ -107,8 +118,9 @@ class MethodContext:
 class SSLMethod:
     """A built method: the handlers to attach, the loss on pseudo-labels, and the modules it trains or keeps.
 
-    It is checkpointable (``state_dict`` / ``load_state_dict`` of its ``modules``), so a bundle's checkpoint holds
-    whatever a method keeps (an EMA teacher, say) under one entry.
+    It is checkpointable (``state_dict`` / ``load_state_dict`` of its ``modules``, of its handlers that keep state and
+    of their cuts), so a bundle's checkpoint holds whatever a method keeps (an EMA teacher, say) under one entry, each
+    piece under its name (:func:`state_name`).
     """
 
     name: str
@@ -132,21 +144,61 @@ class SSLMethod:
         """The trainable parameters of the method's own modules (for the optimiser)."""
         return [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]
 
-    def _stateful(self) -> dict[str, Any]:
-        items: dict[str, Any] = dict(self.modules)
-        items.update({f"handler{i}": h for i, h in enumerate(self.handlers) if hasattr(h, "state_dict")})
-        # a threshold that keeps moving averages (the self-adaptive one) resumes with them
-        thresholds = {f"threshold{i}": getattr(h, "threshold", None) for i, h in enumerate(self.handlers)}
-        items.update({k: t for k, t in thresholds.items() if hasattr(t, "state_dict")})
+    def _stateful(self) -> dict[str, tuple[str, Any]]:
+        """``{name: (key of the piece in a checkpoint written before names, piece)}`` of every piece with state: the
+        modules, the handlers with a ``state_dict``, the handlers' cuts (a cut that keeps moving averages, the
+        self-adaptive one, resumes with them).
+
+        Raises:
+            ValueError: two pieces share a name.
+        """
+        pieces = [(name, name, module) for name, module in self.modules.items()]
+        for i, handler in enumerate(self.handlers):
+            if hasattr(handler, "state_dict"):
+                pieces.append((state_name(handler), f"handler{i}", handler))
+            cut = getattr(handler, "threshold", None)
+            if isinstance(cut, Threshold):
+                pieces.append((cut.name, f"threshold{i}", cut))
+        items: dict[str, tuple[str, Any]] = {}
+        for name, old_key, piece in pieces:
+            if name in items:
+                raise ValueError(f"method {self.name!r} has two pieces with state named {name!r}: name them apart")
+            items[name] = (old_key, piece)
         return items
 
     def state_dict(self) -> dict[str, Any]:
-        """What the method keeps between iterations (an EMA teacher, where a schedule started), for a checkpoint."""
-        return {name: obj.state_dict() for name, obj in self._stateful().items()}
+        """What the method keeps between iterations (an EMA teacher, where a schedule started), for a checkpoint:
+        each piece's state under its name."""
+        return {name: piece.state_dict() for name, (_, piece) in self._stateful().items()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for name, obj in self._stateful().items():
-            obj.load_state_dict(state[name])
+        """Restore each piece from its entry of ``state``, by name; a checkpoint written before the entries had names
+        (``handler{i}``, ``threshold{i}``: every key of that form) by position. A piece that keeps nothing (a fixed
+        cut) needs no entry.
+
+        Raises:
+            KeyError: a piece with state has no entry in ``state`` (the message lists the entries it has).
+        """
+        positional = bool(state) and all(_POSITIONAL_KEY.fullmatch(k) or k in self.modules for k in state)
+        for name, (old_key, piece) in self._stateful().items():
+            key = old_key if positional else name
+            if key in state:
+                piece.load_state_dict(state[key])
+            elif piece.state_dict():
+                raise KeyError(
+                    f"the checkpoint of method {self.name!r} has no entry {key!r} for its {type(piece).__name__}; "
+                    f"its entries: {sorted(state)}"
+                )
+
+
+#: The keys of a method's checkpoint entry before they were names: pieces by position.
+_POSITIONAL_KEY = re.compile(r"(handler|threshold)\d+")
+
+
+def state_name(piece: Any) -> str:
+    """The key of a stateful piece in its method's checkpoint entry: its ``name``, or its class name."""
+    name = getattr(piece, "name", None)
+    return name if isinstance(name, str) and name else type(piece).__name__
 
 
 Builder = Callable[[dict[str, Any], MethodContext], SSLMethod]
@@ -201,10 +253,12 @@ def resolve_settings(name: str, block: Mapping[str, Any] | None = None) -> dict[
     """The settings of method ``name``: its defaults, overridden by the keys of ``block`` that are its settings.
 
     Raises:
-        ValueError: an unknown method, or a key of ``block`` that no registered method has.
+        ValueError: an unknown method, a renamed setting (the message names the new one), or a key of ``block`` that
+            no registered method has.
     """
     method = REGISTRY[check_choice("ssl_method", name, tuple(REGISTRY))]
     block = dict(block or {})
+    check_renamed("method setting", block, RENAMED_SETTINGS)
     unknown = sorted(set(block) - _all_settings())
     if unknown:
         raise ValueError(
@@ -213,14 +267,42 @@ def resolve_settings(name: str, block: Mapping[str, Any] | None = None) -> dict[
     return {k: block.get(k, v) for k, v in method.defaults.items()}
 
 
+def method_of(name: str) -> tuple[str, dict[str, Any]]:
+    """``(method, settings)`` of a name a bundle takes as ``ssl_method``: a registered method (no settings of its
+    own) or a variant (``fixmatch_learned`` is ``fixmatch`` with ``cut`` ``learned``): every name ``medssl methods``
+    lists.
+
+    >>> method_of("fixmatch_learned")
+    ('fixmatch', {'cut': 'learned'})
+
+    Raises:
+        ValueError: neither a method nor a variant (the message lists both).
+    """
+    if name in REGISTRY:
+        return name, {}
+    if name in VARIANTS:
+        return VARIANTS[name]
+    raise ValueError(f"ssl_method must be a method {sorted(REGISTRY)} or a variant {sorted(set(VARIANTS) - set(REGISTRY))}, "
+                     f"got {name!r}")  # fmt: skip
+
+
+def entry(name: str) -> Method:
+    """The registry entry of a method or variant name (:func:`method_of`)."""
+    return REGISTRY[method_of(name)[0]]
+
+
 def build_method(name: str, block: Mapping[str, Any] | None = None, **context: Any) -> SSLMethod:
-    """Build method ``name`` with the settings of ``block`` (see :func:`resolve_settings`) in ``context``.
+    """Build method ``name`` (a method or a variant, :func:`method_of`) with the settings of ``block`` (see
+    :func:`resolve_settings`; they take precedence over a variant's) in ``context``.
 
     >>> build_method("supervised").handlers
     []
+    >>> build_method("fixmatch_t05").settings["threshold"]
+    0.5
     """
-    settings = resolve_settings(name, block)
-    return REGISTRY[name].build(settings, MethodContext(**context))
+    method, preset = method_of(name)
+    settings = resolve_settings(method, {**preset, **dict(block or {})})
+    return REGISTRY[method].build(settings, MethodContext(**context))
 
 
 def variant(name: str) -> tuple[str, dict[str, Any]]:
@@ -266,18 +348,47 @@ def _gate(settings: Mapping[str, Any]) -> PseudoLabelGate:
     return PseudoLabelGate(settings["gate_foreground"], settings["gate_threshold_range"])
 
 
-def _threshold(settings: Mapping[str, Any], context: MethodContext, fixed: float | None) -> FixedThreshold | LearnedThreshold:
-    """A fixed cut, or (``fixed`` None) the learned threshold of paper 000 on the bundle's head, started at the prior."""
-    if fixed is not None:
-        return FixedThreshold(fixed)
+def _fixed_cut(settings: Mapping[str, Any], context: MethodContext) -> FixedThreshold:
+    """The fixed cut at ``threshold``."""
+    return FixedThreshold(settings["threshold"])
+
+
+def _learned_cut(settings: Mapping[str, Any], context: MethodContext) -> LearnedThreshold:
+    """The learned threshold of paper 000 on the bundle's head, started at the prior.
+
+    Raises:
+        ValueError: the context has no threshold head or feature layer.
+    """
     if context.head is None or not context.feature_layer:
         raise ValueError("a learned threshold needs the bundle's threshold head and the feature_layer it reads.")
     getattr(context.head, "module", context.head).reset_prior(settings["prior_mu"], settings["prior_std"])
     return LearnedThreshold(
         context.head, context.feature_layer, prior_mu=settings["prior_mu"], prior_std=settings["prior_std"],
-        mode=settings["mode"], samples=settings["samples"], tau=settings["tau"], kl_weight=settings["kl_weight"],
-        temperature=settings["temperature"],
+        fit=settings["threshold_fit"], samples=settings["samples"], tau=settings["tau"],
+        kl_weight=settings["kl_weight"], temperature=settings["temperature"],
     )  # fmt: skip
+
+
+def _adaptive_cut(settings: Mapping[str, Any], context: MethodContext) -> SelfAdaptiveThreshold:
+    """FreeMatch's self-adaptive class-wise cut, with momentum ``sat_momentum``."""
+    return SelfAdaptiveThreshold(settings["sat_momentum"], settings["temperature"])
+
+
+CutBuilder = Callable[[Mapping[str, Any], MethodContext], Threshold]
+#: The cuts a pseudo-label method can take (the weak-to-strong methods' setting ``cut``), each a builder of a
+#: :class:`~medssl.handlers.threshold.Threshold` from the method's settings: a fixed number (``threshold``), the
+#: Bayesian head's learned threshold (paper 000; ``prior_mu``, ``threshold_fit``, ...), or FreeMatch's self-adaptive
+#: class-wise threshold (``sat_momentum``). A new cut is a class implementing the contract and an entry here.
+CUTS: dict[str, CutBuilder] = {"fixed": _fixed_cut, "learned": _learned_cut, "adaptive": _adaptive_cut}
+
+
+def _cut(settings: Mapping[str, Any], context: MethodContext, cut: str) -> Threshold:
+    """The cut registered as ``cut`` in :data:`CUTS`, built from ``settings``.
+
+    Raises:
+        ValueError: an unknown cut.
+    """
+    return CUTS[check_choice("cut", cut, tuple(CUTS))](settings, context)
 
 
 def _method(name: str, settings: dict[str, Any], context: MethodContext, handlers: list[Any], loss=None) -> SSLMethod:
@@ -297,10 +408,10 @@ def _supervised(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
     return SSLMethod("supervised", settings, READS[0], gate)
 
 
-def _pseudo_label(name: str, fixed: bool) -> Builder:
+def _pseudo_label(name: str, cut: str) -> Builder:
     def build(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
         handlers: list[Any] = [_teacher(settings, context)] if settings["source"] == "teacher" else []
-        threshold = _threshold(settings, context, settings["threshold"] if fixed else None)
+        threshold = _cut(settings, context, cut)
         handlers.append(PseudoLabelHandler(threshold, settings["source"], settings["temperature"], _gate(settings)))
         dice = check_choice("unsup_loss", settings["unsup_loss"], PSEUDO_LABEL_LOSSES) == "dice_ce"
         loss = MaskedDiceCELoss(lambda_dice=1.0 if dice else 0.0, batch=context.dice_batch)
@@ -330,11 +441,7 @@ def _mean_teacher(settings: dict[str, Any], context: MethodContext) -> SSLMethod
 
 def _weak_strong(name: str, views: int) -> Builder:
     def build(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
-        mode = check_choice("threshold_mode", settings["threshold_mode"], THRESHOLD_MODES)
-        if mode == "adaptive":
-            threshold: Any = SelfAdaptiveThreshold(settings["sat_momentum"], settings["temperature"])
-        else:
-            threshold = _threshold(settings, context, settings["threshold"] if mode == "fixed" else None)
+        threshold = _cut(settings, context, settings["cut"])
         layers = (settings["perturb_layers"] or encoder_feature_layers(context.network)) if views == 2 else []
         handler = WeakToStrongHandler(threshold, views=views, perturb_layers=layers, dropout=settings["dropout"],
                                       cutmix_prob=settings["cutmix_prob"], temperature=settings["temperature"],
@@ -363,7 +470,7 @@ register(
     Method(
         "segpl", READS[1], _PAPER_000,
         {**SCHEDULE, "threshold": 0.5, "temperature": 1.0, **SOURCE, "unsup_loss": "dice_ce", **GATE},
-        _pseudo_label("segpl", True), "EM pseudo-labels: predictions cut at a fixed threshold",
+        _pseudo_label("segpl", "fixed"), "EM pseudo-labels: predictions cut at a fixed threshold",
     ),
     # paired_lower_bound: SegPL with its loss weighted 0, the supervised control that shares the methods' random
     # stream: the same loaders (unlabelled images drawn), the same joint forward pass (batch norm sees the unlabelled
@@ -375,13 +482,13 @@ register(
     Method(
         "bpl", READS[1], _PAPER_000,
         {**SCHEDULE, **LEARNED, "temperature": 1.0, **SOURCE, "unsup_loss": "dice_ce", **GATE},
-        _pseudo_label("bpl", False), "Bayesian pseudo-labels: the threshold learned by variational inference",
+        _pseudo_label("bpl", "learned"), "Bayesian pseudo-labels: the threshold learned by variational inference",
         uses_head=True,
     ),
     # bpl_ema: the learned threshold cuts the EMA teacher's prediction (the head stays on the student), as segpl_ema
     variants={
-        "bpl_kl_only": {"mode": "kl_only"}, "bpl_elbo": {"mode": "elbo"}, "bpl_ce": {"unsup_loss": "ce"},
-        "bpl_ema": {"source": "teacher"},
+        "bpl_kl_only": {"threshold_fit": "kl_only"}, "bpl_elbo": {"threshold_fit": "elbo"},
+        "bpl_ce": {"unsup_loss": "ce"}, "bpl_ema": {"source": "teacher"},
     },
 )
 register(
@@ -399,7 +506,7 @@ register(
         _mean_teacher, "EMA teacher: consistency of the student's softmax with its moving average's",
     )
 )
-_WEAK_STRONG = {**SCHEDULE, "warmup": 0.0, "ramp": 0.0, "threshold": 0.95, "threshold_mode": "fixed", **LEARNED,
+_WEAK_STRONG = {**SCHEDULE, "warmup": 0.0, "ramp": 0.0, "threshold": 0.95, "cut": "fixed", **LEARNED,
                 "sat_momentum": 0.999, "temperature": 1.0, "cutmix_prob": 0.5, "dropout": 0.5, "perturb_layers": None,
                 **GATE}  # fmt: skip
 register(
@@ -410,8 +517,8 @@ register(
     ),
     # fixmatch_t05: the fixed cut at the ACDC prior's mean, to tell the learned threshold from a low cut;
     # fixmatch_sat: FreeMatch's self-adaptive class-wise cut (without its fairness loss)
-    variants={"fixmatch": {}, "fixmatch_learned": {"threshold_mode": "learned"}, "fixmatch_t05": {"threshold": 0.5},
-              "fixmatch_sat": {"threshold_mode": "adaptive"}},
+    variants={"fixmatch": {}, "fixmatch_learned": {"cut": "learned"}, "fixmatch_t05": {"threshold": 0.5},
+              "fixmatch_sat": {"cut": "adaptive"}},
 )
 register(
     Method(
@@ -419,7 +526,7 @@ register(
         _weak_strong("unimatch", 2), "FixMatch with two strong views and encoder-feature dropout",
         uses_head=True, strong_views=2,
     ),
-    variants={"unimatch": {}, "unimatch_learned": {"threshold_mode": "learned"}},
+    variants={"unimatch": {}, "unimatch_learned": {"cut": "learned"}},
 )
 register(
     Method(
@@ -440,14 +547,14 @@ register(
 def uses_unlabeled(name: str) -> bool:
     """Whether method ``name`` trains on unlabelled images (a bundle's data pipeline asks this of the registry entry,
     before any network or method is built)."""
-    return REGISTRY[check_choice("ssl_method", name, tuple(REGISTRY))].reads != READS[0]
+    return entry(name).reads != READS[0]
 
 
 def reads_pseudo_labels(name: str) -> bool:
     """Whether method ``name`` reads a teacher's ``pseudo_label`` files with the unlabelled images."""
-    return REGISTRY[check_choice("ssl_method", name, tuple(REGISTRY))].reads == READS[2]
+    return entry(name).reads == READS[2]
 
 
 def strong_views(name: str) -> int:
     """How many strongly augmented copies of each unlabelled image method ``name`` needs from the loader."""
-    return REGISTRY[check_choice("ssl_method", name, tuple(REGISTRY))].strong_views
+    return entry(name).strong_views

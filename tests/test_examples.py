@@ -20,7 +20,7 @@ def _example():
     return module
 
 
-@pytest.mark.parametrize("args", [["--method", "bpl", "--bpl-mode", "elbo"], ["--method", "teacher_student"]])
+@pytest.mark.parametrize("args", [["--method", "bpl", "--threshold-fit", "elbo"], ["--method", "teacher_student"]])
 def test_example_trains_and_scores(args, tmp_path):
     tiny = ["--cases", "8", "--size", "32", "--roi", "16", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path)]
     dice = _example().main(args + tiny)

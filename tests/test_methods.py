@@ -1,5 +1,6 @@
-"""The one registry of methods: ``medssl methods``, adding a method as one entry, a bundle's method block, and the
-Bayesian pseudo-labels' defaults (the authors' released configurations)."""
+"""The one registry of methods: ``medssl methods``, adding a method as one entry, a bundle's method block (renamed
+settings name their new spelling), the Bayesian pseudo-labels' defaults (the authors' released configurations), and a
+method's checkpointed state, keyed by each piece's name."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from monai.networks.nets import UNet
 
 import medssl.methods as methods
 from medssl.cli import main
+from medssl.handlers.ema_teacher import EMATeacher
 from medssl.handlers.learned_threshold import LearnedThreshold
 from medssl.handlers.pseudo_label import PseudoLabelHandler
 from medssl.handlers.weak_strong import WeakToStrongHandler
+from medssl.handlers.weight_schedule import UnsupervisedWeightSchedule
 from medssl.methods import READS, REGISTRY, VARIANTS, Method, SSLMethod, build_method, register, resolve_settings
 from medssl.networks import ThresholdHead
 
@@ -90,8 +94,84 @@ def test_the_threshold_is_fitted_at_the_temperature_it_cuts_at(name, handler_typ
     net = UNet(3, 1, 1, channels=(4, 8, 16), strides=(2, 2))
     head = ThresholdHead(3, in_channels=8)
     for block, expected in (({}, 1.0), ({"temperature": 2.0}, 2.0)):
-        block = {**block, "threshold_mode": "learned"} if name == "fixmatch" else block
+        block = {**block, "cut": "learned"} if name == "fixmatch" else block
         built = build_method(name, block, network=net, head=head, feature_layer="model.1")
         handler = next(h for h in built.handlers if isinstance(h, handler_type))
         assert isinstance(handler.threshold, LearnedThreshold)
         assert handler.temperature == handler.threshold.temperature == expected
+
+
+@pytest.mark.parametrize("old, new", [("threshold_mode", "cut"), ("mode", "threshold_fit")])
+def test_a_renamed_setting_names_its_new_spelling(old, new):
+    """One name per idea: the method's cut is ``cut``, what trains the learned threshold ``threshold_fit``; the old
+    spellings of a method block are errors that say what to write instead. The variants keep their names."""
+    with pytest.raises(ValueError, match=f"method setting '{old}' was renamed '{new}'"):
+        resolve_settings("fixmatch", {old: "learned"})
+    assert methods.variant("fixmatch_learned") == ("fixmatch", {"cut": "learned"})
+    assert methods.variant("fixmatch_sat") == ("fixmatch", {"cut": "adaptive"})
+    assert methods.variant("bpl_kl_only") == ("bpl", {"threshold_fit": "kl_only"})
+    assert not any(set(settings) & set(methods.RENAMED_SETTINGS) for _, settings in VARIANTS.values())
+    assert not any(set(m.defaults) & set(methods.RENAMED_SETTINGS) for m in REGISTRY.values())
+
+
+def _segpl_ema():
+    torch.manual_seed(0)
+    net = UNet(2, 1, 1, channels=(4, 8), strides=(2,))
+    return build_method("segpl", {"source": "teacher"}, network=net)
+
+
+def _set_apart(built):
+    """Move each stateful piece off its start, so a piece loaded with another's state (or none) shows."""
+    schedule = next(h for h in built.handlers if isinstance(h, UnsupervisedWeightSchedule))
+    teacher = next(h for h in built.handlers if isinstance(h, EMATeacher))
+    schedule.started_at, schedule._best, schedule._stale = 3.0, 0.5, 2
+    with torch.no_grad():
+        for p in teacher.teacher.parameters():
+            p.add_(1.0)
+    return schedule, teacher
+
+
+def _assert_restored(built, schedule, teacher):
+    loaded_schedule = next(h for h in built.handlers if isinstance(h, UnsupervisedWeightSchedule))
+    loaded_teacher = next(h for h in built.handlers if isinstance(h, EMATeacher))
+    assert (loaded_schedule.started_at, loaded_schedule._best, loaded_schedule._stale) == (3.0, 0.5, 2)
+    assert all(torch.equal(a, b) for a, b in zip(loaded_teacher.teacher.parameters(), teacher.teacher.parameters()))
+
+
+def test_method_state_is_keyed_by_name_and_resumes_after_the_handlers_are_reordered():
+    built = _segpl_ema()
+    schedule, teacher = _set_apart(built)
+    state = built.state_dict()
+    assert set(state) == {"weight_schedule", "ema_teacher", "fixed_threshold"}
+    resumed = _segpl_ema()
+    resumed.handlers.reverse()  # a builder that orders its handlers otherwise
+    resumed.load_state_dict(state)
+    _assert_restored(resumed, schedule, teacher)
+
+
+def test_a_checkpoint_keyed_by_position_still_resumes():
+    """Checkpoints written before the keys were names hold ``handler{i}`` / ``threshold{i}``: they load by position
+    (the cuts that keep no state had no entry)."""
+    built = _segpl_ema()
+    schedule, teacher = _set_apart(built)
+    named = built.state_dict()
+    old = {"handler0": named["weight_schedule"], "handler1": named["ema_teacher"]}
+    assert [type(h) for h in built.handlers[:2]] == [UnsupervisedWeightSchedule, EMATeacher]
+    resumed = _segpl_ema()
+    resumed.load_state_dict(old)
+    _assert_restored(resumed, schedule, teacher)
+    sat = build_method("fixmatch", {"cut": "adaptive"})
+    handler = next(h for h in sat.handlers if isinstance(h, WeakToStrongHandler))
+    averages = {"global_threshold": torch.tensor([0.7], dtype=torch.float64),
+                "class_means": torch.tensor([0.9, 0.1], dtype=torch.float64)}  # fmt: skip
+    sat.load_state_dict({"handler0": named["weight_schedule"], "threshold1": averages})
+    assert float(handler.threshold.global_threshold) == 0.7
+
+
+def test_a_missing_or_shared_name_is_an_error():
+    built = _segpl_ema()
+    with pytest.raises(KeyError, match="no entry 'ema_teacher'.*its entries: \\['weight_schedule'\\]"):
+        built.load_state_dict({"weight_schedule": built.state_dict()["weight_schedule"]})
+    twice = SSLMethod("toy", {}, READS[1], [UnsupervisedWeightSchedule(), UnsupervisedWeightSchedule()])
+    with pytest.raises(ValueError, match="two pieces with state named 'weight_schedule'"):
+        twice.state_dict()

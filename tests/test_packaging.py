@@ -24,7 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 def installed(tmp_path_factory):
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"  # a clean copy: setuptools' build/ folder of the checkout may hold deleted modules
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "models", "runs", "eval")
+    from medssl.workflows.bundle import _not_shipped
+
+    ignore = lambda folder, names: _not_shipped(folder, names) | {n for n in names if n.endswith(".pyc")}  # noqa: E731
     source.mkdir()
     for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(REPO / name, source / name)
@@ -59,7 +61,9 @@ def test_wheel_ships_every_bundle(installed, tmp_path):
     assert package.startswith(str(root / "site")) and bundles == str(root / "site" / "medssl" / "bundles")
     listed = _run(["-m", "medssl", "bundle", "list"], env, tmp_path)
     names = {line.split("\t")[0] for line in listed.splitlines()}
-    assert names == {p.name for p in (REPO / "bundles").iterdir() if (p / "configs").is_dir()}
+    # the bundles' common base (bundles/_common) is not a bundle
+    assert names == {p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "train.json").is_file()}
+    assert "_common" not in names and len(names) == 4
 
 
 def test_bundle_runs_from_the_wheel(installed, tmp_path):
@@ -71,7 +75,7 @@ def test_bundle_runs_from_the_wheel(installed, tmp_path):
     overrides = {"bundle_root": str(tmp_path / "run"), "dataset_dir": str(tmp_path / "data"), "ssl_method": "segpl",
                  "roi_size": "[32,32]", "network_channels": "[4,8,16,32,64]", "num_res_units": 0, "batch_size": 2,
                  "unlabeled_batch_size": 2, "num_workers": 0, "iterations": 2, "val_interval": 2}  # fmt: skip
-    args = ["-m", "monai.bundle", "run", "--config_file", "configs/train.json"]
+    args = ["-m", "monai.bundle", "run", "--config_file", "['configs/common.json','configs/train.json']"]
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
     _run(args, env, bundle)
@@ -81,3 +85,65 @@ def test_bundle_runs_from_the_wheel(installed, tmp_path):
     with pytest.raises(AssertionError, match="exists already"):  # export never overwrites
         _run(["-m", "medssl", "bundle", "export", "acdc_mri_ssl_segmentation", "--out", str(tmp_path / "b")], env, tmp_path)
     assert json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
+    # the exported bundle carries the common base as a file of its own, not as a link out of the bundle
+    common = bundle / "configs" / "common.json"
+    assert common.is_file() and not common.is_symlink()
+    assert common.read_text() == (REPO / "bundles" / "_common" / "configs" / "common.json").read_text()
+    # the documented offline checks run from the exported bundle: the schema travels with it
+    for cmd in (["verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", "configs/meta_schema.json"],
+                ["verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file",
+                 "configs/inference.json"]):  # fmt: skip
+        result = subprocess.run([sys.executable, "-m", "monai.bundle", *cmd], capture_output=True, text=True, env=env,
+                                cwd=bundle, timeout=300)  # fmt: skip
+        assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr, result.stderr
+
+
+ACDC = REPO.parent / "shared" / "data" / "acdc_ssl4mis"
+
+
+@pytest.mark.skipif(not ACDC.is_dir(), reason="the real ACDC data (../shared/data/acdc_ssl4mis) is absent")
+def test_shipped_acdc_weights_reproduce_their_table_from_an_exported_bundle(installed, tmp_path):
+    """From the wheel, outside the repository: export the ACDC bundle, run its documented inference command on a real
+    test volume (NIfTI from ``medssl prepare ssl4mis``), and score the segmentation against the expert label: within
+    0.005 of the volume's figure in the per-volume table the bundle ships."""
+    import csv
+
+    import nibabel as nib
+    import numpy as np
+
+    _, env = installed
+    case = "patient011_frame01"  # the first volume of test.list
+    raw = tmp_path / "raw"  # a minimal SSL4MIS folder: one labelled slice, one validation and one test volume
+    (raw / "data").mkdir(parents=True)
+    first_slice = (ACDC / "train_slices.list").read_text().split()[0]
+    (raw / "data" / f"{first_slice}.h5").symlink_to(ACDC / "data" / f"{first_slice}.h5")
+    validation = (ACDC / "val.list").read_text().split()[0]
+    for name in (validation, case):
+        (raw / "data" / f"{name}.h5").symlink_to(ACDC / "data" / f"{name}.h5")
+    for name, lines in (("train_slices.list", [first_slice]), ("val.list", [validation]), ("test.list", [case])):
+        (raw / name).write_text("\n".join(lines) + "\n")
+    _run(["-m", "medssl", "prepare", "ssl4mis", "--root", str(raw), "--out", str(tmp_path / "data"), "--labeled", "1"],
+         env, tmp_path)  # fmt: skip
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(tmp_path / "data" / "images" / f"{case}.nii.gz", images)
+    _run(["-m", "medssl", "bundle", "export", "acdc_mri_ssl_segmentation", "--out", str(tmp_path / "b")], env, tmp_path)
+    bundle = tmp_path / "b" / "acdc_mri_ssl_segmentation"
+    assert (bundle / "models" / "model.pt").is_file() and (bundle / "models" / "model.ts").is_file()
+    out = tmp_path / "out"
+    log = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--dataset_dir",
+         str(images), "--output_dir", str(out)],
+        capture_output=True, text=True, encoding="utf-8", env=env, cwd=bundle, timeout=600,
+    )  # fmt: skip
+    assert log.returncode == 0, log.stderr[-3000:]
+    written = out / f"{case}_seg.nii.gz"
+    assert f"wrote {written}" in log.stdout + log.stderr
+    seg = nib.load(written)
+    label = nib.load(tmp_path / "data" / "labels" / f"{case}.nii.gz")
+    assert seg.shape == label.shape and np.allclose(seg.affine, label.affine)
+    pred, truth = np.asarray(seg.dataobj), np.asarray(label.dataobj)
+    dice = np.mean([2 * ((pred == c) & (truth == c)).sum() / ((pred == c).sum() + (truth == c).sum()) for c in (1, 2, 3)])
+    with open(bundle / "docs" / "test_per_volume.csv") as f:
+        table = {row["case"]: row for row in csv.DictReader(f)}
+    assert abs(dice - float(table[case]["dice_mean"])) <= 0.005, (dice, table[case]["dice_mean"])

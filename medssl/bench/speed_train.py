@@ -58,7 +58,7 @@ def _build_trainer(name: str, network: nn.Module, device: torch.device, n_l: int
     from medssl.networks import ThresholdHead
 
     # the lung bundle's threshold head (per image, prior N(0.7, 0.15^2)); the schedule at full weight from the start
-    head = ThresholdHead(3, in_channels=LUNG_BUNDLE.feature_channels, mode="per_image")
+    head = ThresholdHead(3, in_channels=LUNG_BUNDLE.feature_channels, scope="per_image")
     method = build_method(
         name, {"warmup": 0, "ramp": 0, "prior_mu": 0.7, "prior_std": 0.15, "robust_loss": robust_loss},
         network=network, head=head, feature_layer=LUNG_FEATURE_LAYER, run_length=1, unit="iterations",

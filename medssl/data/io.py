@@ -50,11 +50,20 @@ def _full_suffix(path: Path) -> str:
     return path.suffix
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``, on error delete it.
 
     The temporary name keeps the suffix of ``path`` so that writers which choose the format by suffix still work.
+    The file gets the ordinary mode of a new file (``0o666`` less the process's umask; ``mkstemp`` makes it
+    ``0o600``), so checkpoints and outputs are readable as any other file the user writes.
 
     >>> with atomic_path("out/seg.nii.gz") as tmp:  # doctest: +SKIP
     ...     nib.save(img, tmp)
@@ -66,6 +75,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

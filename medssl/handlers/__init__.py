@@ -10,10 +10,11 @@ from medssl.handlers.consistency import MeanTeacherConsistency
 from medssl.handlers.copy_paste import CopyPasteHandler
 from medssl.handlers.ema_teacher import EMATeacher
 from medssl.handlers.gate import LabelledForegroundGate, PseudoLabelGate
-from medssl.handlers.learned_threshold import FixedThreshold, LearnedThreshold
+from medssl.handlers.learned_threshold import LearnedThreshold
 from medssl.handlers.offline_pseudo_label import OfflinePseudoLabelHandler
 from medssl.handlers.pseudo_label import BayesianPseudoLabelHandler, PseudoLabelHandler, SegPLHandler
 from medssl.handlers.pseudo_label_stats import PseudoLabelStatsHandler, ssl_scalars
+from medssl.handlers.threshold import FixedThreshold, Threshold
 from medssl.handlers.vat import VATHandler
 from medssl.handlers.weak_strong import WeakToStrongHandler
 from medssl.handlers.weight_schedule import UnsupervisedWeightSchedule, ramp_weight
@@ -32,6 +33,7 @@ __all__ = [
     "PseudoLabelStatsHandler",
     "SegPLHandler",
     "SelfAdaptiveThreshold",
+    "Threshold",
     "UnsupervisedWeightSchedule",
     "VATHandler",
     "WeakToStrongHandler",

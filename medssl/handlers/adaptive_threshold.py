@@ -8,9 +8,8 @@ with momentum ``lambda`` (the paper's 0.999):
 - the class means ``p_t(c) = lambda * p_{t-1}(c) + (1 - lambda) * mean(q(c))``;
 
 and a voxel whose most likely class is ``c`` is kept when its probability reaches ``tau_t(c) = tau_t * p_t(c) /
-max_c' p_t(c')`` (the paper's MaxNorm). Both start at ``1 / C`` as the paper starts them (USB's implementation starts
-the global threshold at 1, so that nothing passes until the average has come down; medssl follows the paper). The
-means are over every voxel of the batch, so in segmentation the classes' shares of the image set their cuts: the
+max_c' p_t(c')`` (the paper's MaxNorm). Both start at ``1 / C``, as the paper and USB's implementation start them.
+The means are over every voxel of the batch, so in segmentation the classes' shares of the image set their cuts: the
 background, most voxels, keeps the global cut, and a structure that covers a few percent of the image gets a cut a
 few percent as high, so its predicted voxels are kept where a single cut (FixMatch's 0.95) would drop the uncertain
 ones. That is the point of trying it here: the pseudo-labels of the real BraTS folds lost their tumour over training.
@@ -32,12 +31,13 @@ from ignite.engine import Engine
 from monai.utils import convert_to_tensor
 
 from medssl.checks import check_in_range, check_positive
+from medssl.handlers.threshold import Threshold
 from medssl.transforms.thresholding import probabilities
 
 __all__ = ["SelfAdaptiveThreshold"]
 
 
-class SelfAdaptiveThreshold:
+class SelfAdaptiveThreshold(Threshold):
     """FreeMatch's self-adaptive threshold: see the module docstring.
 
     Args:
@@ -48,6 +48,7 @@ class SelfAdaptiveThreshold:
     #: The pseudo-label gate does not range-check this cut: a class's share times the mean confidence, it is not a
     #: cut that has left its range when the background's passes 0.99 (a confident model's does).
     range_gated = False
+    name = "adaptive_threshold"
 
     def __init__(self, momentum: float = 0.999, temperature: float = 1.0) -> None:
         self.momentum = check_in_range("momentum", momentum, 0.0, 1.0, high_inclusive=False)
@@ -55,9 +56,6 @@ class SelfAdaptiveThreshold:
         #: ``tau_t`` (a 0-d tensor) and ``p_t`` (one value per class); None until the first batch says how many
         self.global_threshold: torch.Tensor | None = None
         self.class_means: torch.Tensor | None = None
-
-    def attach(self, engine: Engine) -> None:
-        """Nothing to attach: the averages update when the threshold is asked for a cut."""
 
     def class_thresholds(self) -> torch.Tensor:
         """``tau_t(c)`` of every class (after the last update)."""

@@ -23,12 +23,12 @@ from monai.data import Dataset
 from monai.handlers import CheckpointLoader
 from monai.transforms import Randomizable, Transform
 
-from medssl.checkpoints import load_state_dict_file
+from medssl.checkpoints import NetworkSettings, SettingsMismatch, load_state_dict_file
 from medssl.checks import check_choice, check_positive
 from medssl.data.io import atomic_path
 from medssl.errors import DataError
 
-__all__ = ["RNGState", "AtomicCheckpointSaver", "SafeCheckpointLoader", "resume_handlers"]
+__all__ = ["RNGState", "AtomicCheckpointSaver", "SafeCheckpointLoader", "resume_handlers", "export_model"]
 
 
 def _randomizables(obj: Any, seen: set[int]) -> list[Randomizable]:
@@ -239,15 +239,23 @@ class SafeCheckpointLoader(CheckpointLoader):
         super().attach(engine)
 
     def __call__(self, engine: Engine) -> None:
-        load_state_dict_file(self.load_path, self.map_location)  # clear errors for unreadable files
+        saved = load_state_dict_file(self.load_path, self.map_location)  # clear errors for unreadable files
+        # a checkpoint written before its network's settings were saved with it resumes without the check
+        unchecked = {k: v for k, v in self.load_dict.items() if isinstance(v, NetworkSettings) and k not in saved}
+        for k in unchecked:
+            del self.load_dict[k]
         try:
             super().__call__(engine)
+        except SettingsMismatch as e:
+            raise DataError(self.load_path, f"checkpoint of another network: {e}") from None
         except (RuntimeError, KeyError) as e:
             raise DataError(
                 self.load_path,
                 f"checkpoint does not fit this network or training set-up ({type(e).__name__}: "
                 f"{str(e).splitlines()[0][:300]})",
             ) from None
+        finally:
+            self.load_dict.update(unchecked)
 
 
 def resume_handlers(
@@ -266,3 +274,21 @@ def resume_handlers(
     return [SafeCheckpointLoader(str(checkpoint), dict(load_dict), map_location=map_location)]
 
 
+
+
+def export_model(ckpt_dir: str | os.PathLike, name: str = "model.pt", key: str = "model") -> Path | None:
+    """Write the model-zoo weights file ``ckpt_dir/model.pt``: the plain state dict of the best checkpoint's network
+    (``model_best.pt``, else ``model_last.pt``), atomically; what ``ckpt_export`` and ``inference.json`` read.
+
+    Returns:
+        the file written, or None when the run left no checkpoint.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    source = next((p for p in (ckpt_dir / "model_best.pt", ckpt_dir / "model_last.pt") if p.is_file()), None)
+    if source is None:
+        return None
+    state = load_state_dict_file(source)
+    weights = state[key] if isinstance(state, Mapping) and key in state else state
+    with atomic_path(ckpt_dir / name) as tmp:
+        torch.save(dict(weights), tmp)
+    return ckpt_dir / name

@@ -51,6 +51,9 @@ class EMATeacher:
         ValueError: ``decay`` outside [0, 1).
     """
 
+    #: the key of its state (the teacher's weights) in a method's checkpoint
+    name = "ema_teacher"
+
     def __init__(self, network: torch.nn.Module, decay: float = 0.99, restart_when_unsupervised: bool = False) -> None:
         self.decay = check_in_range("decay", decay, 0.0, 1.0, high_inclusive=False)
         self.teacher = copy.deepcopy(getattr(network, "module", network))

@@ -1,12 +1,13 @@
 """The threshold of a pseudo-label cut as a latent variable learned by variational inference (paper 000, SegPL-VI).
 
-A threshold is a piece any pseudo-label method can take: :class:`FixedThreshold` is a number; :class:`LearnedThreshold`
-is the Bayesian threshold of Xu et al. (arXiv 2305.01747). A :class:`~medssl.networks.ThresholdHead` reads the
-features of one network layer (a forward hook, so any MONAI network works) and predicts the posterior
-``q(T) = N(mu, sigma^2)``; the cut uses a reparameterised sample ``T = mu + sigma * eps``, and ``KL(q || p)`` to the
-prior ``p(T) = N(prior_mu, prior_std^2)`` joins the loss.
+A threshold is a piece any pseudo-label method can take (the contract: :class:`~medssl.handlers.threshold.Threshold`):
+:class:`~medssl.handlers.threshold.FixedThreshold` is a number; :class:`LearnedThreshold` is the Bayesian threshold of
+Xu et al. (arXiv 2305.01747). A :class:`~medssl.networks.ThresholdHead` reads the features of one network layer (a
+forward hook, so any MONAI network works) and predicts the posterior ``q(T) = N(mu, sigma^2)``; the cut uses a
+reparameterised sample ``T = mu + sigma * eps``, and ``KL(q || p)`` to the prior ``p(T) = N(prior_mu, prior_std^2)``
+joins the loss.
 
-What trains the head (``mode``):
+What trains the head (``fit``, the method setting ``threshold_fit``):
 
 - ``kl_only``, the authors' released code: the cut is hard, so no gradient reaches ``T`` from the data; the head
   learns from the KL alone. Started at the prior (as the authors start it), it stays there: the threshold is then a
@@ -36,39 +37,27 @@ from ignite.engine import Engine
 
 from medssl.checks import check_choice, check_in_range, check_positive
 from medssl.engines.keys import SSLEvents, SSLKeys
+from medssl.handlers.threshold import Threshold
 from medssl.losses.threshold_kl import gaussian_kl
 from medssl.transforms.thresholding import selection_scores
 
-__all__ = ["FixedThreshold", "LearnedThreshold", "MODES"]
+__all__ = ["LearnedThreshold", "FITS"]
 
-MODES = ("kl_only", "elbo")
+#: What trains the head: the KL alone (the authors' code) or the evidence lower bound (see the module docstring).
+FITS = ("kl_only", "elbo")
 # Keep the sampled threshold strictly inside (0, 1): a cut at 0 or 1 makes every voxel foreground or background.
 _T_MIN, _T_MAX = 1e-3, 1.0 - 1e-3
 
 
-class FixedThreshold:
-    """A fixed cut ``value`` (SegPL's 0.5, FixMatch's 0.95)."""
-
-    def __init__(self, value: float) -> None:
-        self.value = check_in_range("threshold", value, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-
-    def attach(self, engine: Engine) -> None:
-        """Nothing to attach: a number needs no hook."""
-
-    def __call__(self, engine: Engine, logits_u: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(T per unlabelled image, no loss terms)``."""
-        return torch.full((logits_u.shape[0], 1), self.value, device=logits_u.device), {}
-
-
-class LearnedThreshold:
-    """The Bayesian threshold: see the module docstring.
+class LearnedThreshold(Threshold):
+    """The Bayesian threshold: see the module docstring. Its state is the head's, which the bundle checkpoints.
 
     Args:
         head: the threshold head (its parameters join the trainer's optimiser when this attaches).
         feature_layer: dotted name of the network module whose output the head reads.
         prior_mu: prior mean, in (0, 1).
         prior_std: prior standard deviation, positive.
-        mode: ``"elbo"`` or ``"kl_only"``.
+        fit: ``"elbo"`` or ``"kl_only"`` (what trains the head).
         samples: draws averaged per image (1: one plain draw).
         tau: sharpness of the soft cut of the ``elbo`` data term.
         kl_weight: weight of the KL term (``kl_only``: times the unsupervised weight, as the authors ramp it).
@@ -81,13 +70,15 @@ class LearnedThreshold:
         ValueError: an argument out of range; (on attach) the network has no module ``feature_layer``.
     """
 
+    name = "learned_threshold"
+
     def __init__(
         self,
         head: torch.nn.Module,
         feature_layer: str,
         prior_mu: float = 0.5,
         prior_std: float = 0.1,
-        mode: str = "elbo",
+        fit: str = "elbo",
         samples: int = 256,
         tau: float = 0.05,
         kl_weight: float = 0.1,
@@ -101,7 +92,7 @@ class LearnedThreshold:
         self.feature_layer = feature_layer
         self.prior_mu = check_in_range("prior_mu", prior_mu, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
         self.prior_std = check_positive("prior_std", prior_std)
-        self.mode = check_choice("mode", mode, MODES)
+        self.fit = check_choice("fit", fit, FITS)
         self.samples = int(check_positive("samples", samples))
         self.tau = check_positive("tau", tau)
         self.kl_weight = check_positive("kl_weight", kl_weight, strict=False)
@@ -169,11 +160,6 @@ class LearnedThreshold:
             self._generator = torch.Generator(device=like.device).manual_seed(self._seed)
         return torch.randn(like.shape, generator=self._generator, device=like.device, dtype=like.dtype)
 
-    @staticmethod
-    def as_map(threshold: torch.Tensor, ndim: int) -> torch.Tensor:
-        """A per-image ``(B, 1)`` threshold shaped to broadcast over ``(B, 1, *spatial)``; maps pass unchanged."""
-        return threshold.view(threshold.shape[0], 1, *([1] * (ndim - 2))) if threshold.ndim == 2 else threshold
-
     def __call__(self, engine: Engine, logits_u: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The cut of the unlabelled images of this iteration (detached) and the loss terms that train the head.
 
@@ -188,7 +174,7 @@ class LearnedThreshold:
         n_l = features.shape[0] - n_u  # the labelled images come first in the joint forward pass
         threshold, mu, logvar = self.sample(features, logits_u.shape[2:])
         kl = gaussian_kl(mu, logvar, self.prior_mu, self.prior_std).mean()
-        if self.mode == "kl_only":
+        if self.fit == "kl_only":
             terms = {"kl": self.kl_weight * float(getattr(engine.state, "unsup_weight", 1.0)) * kl}
         else:
             terms = {"kl": self.kl_weight * kl}

@@ -1,12 +1,14 @@
 """The E-step of pseudo-labelling: the predictions of the unlabelled images cut with a threshold.
 
 SegPL (EM pseudo-labels, Xu et al., arXiv 2305.01747) cuts at a fixed threshold; Bayesian pseudo-labels (SegPL-VI,
-the same paper) at a learned one (:class:`~medssl.handlers.learned_threshold.LearnedThreshold`). Either cuts the
-student's own predictions or, with ``source="teacher"``, an EMA teacher's (:class:`~medssl.handlers.EMATeacher`,
-attached before). Binary networks (one output channel): pseudo-label ``sigmoid(z / temperature) > T``. Multi-class:
-the argmax, where the top softmax probability exceeds ``T`` (other voxels are masked out of the loss). The M-step is
-the trainer's unsupervised loss on them, weighted by the schedule; a :class:`~medssl.handlers.gate.PseudoLabelGate`
-switches it (and the threshold's KL) off for pseudo-labels with nothing to learn from.
+the same paper) at a learned one (:class:`~medssl.handlers.learned_threshold.LearnedThreshold`); any cut (a
+:class:`~medssl.handlers.threshold.Threshold`) will do. Either cuts the student's own predictions or, with
+``source="teacher"``, an EMA teacher's (:class:`~medssl.handlers.EMATeacher`, attached before). Binary networks (one
+output channel): pseudo-label ``sigmoid(z / temperature) > T``. Multi-class: the argmax, where the top softmax
+probability exceeds ``T`` (other voxels are masked out of the loss). The M-step is the trainer's unsupervised loss on
+them, weighted by the schedule; a :class:`~medssl.handlers.gate.PseudoLabelGate` switches it (and the threshold's KL)
+off for pseudo-labels with nothing to learn from (and, for a cut that is ``range_gated``, for a threshold out of its
+range).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from monai.engines.utils import IterationEvents
 from medssl.checks import check_choice, check_positive
 from medssl.engines.keys import SSLKeys
 from medssl.handlers.gate import PseudoLabelGate
-from medssl.handlers.learned_threshold import FixedThreshold, LearnedThreshold
+from medssl.handlers.learned_threshold import LearnedThreshold
+from medssl.handlers.threshold import FixedThreshold, Threshold
 from medssl.transforms.thresholding import hard_pseudo_labels
 
 __all__ = ["PseudoLabelHandler", "SegPLHandler", "BayesianPseudoLabelHandler", "SOURCES"]
@@ -34,7 +37,7 @@ class PseudoLabelHandler:
     such iterations).
 
     Args:
-        threshold: a :class:`FixedThreshold` or :class:`LearnedThreshold`.
+        threshold: the cut, a :class:`Threshold` (:class:`FixedThreshold`, :class:`LearnedThreshold`, ...).
         source: ``"student"`` (the trainer's prediction) or ``"teacher"`` (``TEACHER_PRED``).
         temperature: logits are divided by it before the sigmoid/softmax (1: plain probabilities).
         gate: a :class:`PseudoLabelGate`, or None.
@@ -42,7 +45,7 @@ class PseudoLabelHandler:
 
     def __init__(
         self,
-        threshold: FixedThreshold | LearnedThreshold,
+        threshold: Threshold,
         source: str = "student",
         temperature: float = 1.0,
         gate: PseudoLabelGate | None = None,
@@ -67,8 +70,9 @@ class PseudoLabelHandler:
         if cut_from is None:
             raise RuntimeError("source='teacher' needs an EMATeacher handler attached before this one")
         threshold, terms = self.threshold(engine, logits)
-        pseudo, mask = hard_pseudo_labels(cut_from, LearnedThreshold.as_map(threshold, logits.ndim), self.temperature)
-        if self.gate is not None and not self.gate(pseudo, mask, threshold):
+        pseudo, mask = hard_pseudo_labels(cut_from, Threshold.as_map(threshold, logits.ndim), self.temperature)
+        ranged = threshold if self.threshold.range_gated else None
+        if self.gate is not None and not self.gate(pseudo, mask, ranged):
             engine.state.gated += 1
             terms.pop("kl", None)
         else:
@@ -95,7 +99,7 @@ class SegPLHandler(PseudoLabelHandler):
 
 class BayesianPseudoLabelHandler(PseudoLabelHandler):
     """Bayesian pseudo-labels: the E-step with a :class:`LearnedThreshold` built from these arguments (see there for
-    ``mode``, ``samples``, ``tau``, ``kl_weight``; defaults follow the authors' released configurations:
+    ``fit``, ``samples``, ``tau``, ``kl_weight``; defaults follow the authors' released configurations:
     temperature 1, the threshold averaged over 256 draws).
     """
 
@@ -105,7 +109,7 @@ class BayesianPseudoLabelHandler(PseudoLabelHandler):
         feature_layer: str,
         prior_mu: float = 0.5,
         prior_std: float = 0.1,
-        mode: str = "elbo",
+        fit: str = "elbo",
         temperature: float = 1.0,
         tau: float = 0.05,
         kl_weight: float = 0.1,
@@ -115,7 +119,7 @@ class BayesianPseudoLabelHandler(PseudoLabelHandler):
         gate: PseudoLabelGate | None = None,
     ) -> None:
         threshold = LearnedThreshold(
-            head, feature_layer, prior_mu=prior_mu, prior_std=prior_std, mode=mode, samples=samples, tau=tau,
+            head, feature_layer, prior_mu=prior_mu, prior_std=prior_std, fit=fit, samples=samples, tau=tau,
             kl_weight=kl_weight, temperature=temperature, head_lr=head_lr,
         )  # fmt: skip
         super().__init__(threshold, source, temperature, gate)

@@ -3,9 +3,10 @@
 The unlabelled images arrive weakly augmented (the loader's flips and rotations) and, from the same loader, as
 strongly augmented copies (``image_strong1``, ``image_strong2``: intensity, contrast, blur and noise, see
 :func:`medssl.transforms.presets.strong_views`). The pseudo-label is the prediction of the **weak** view (the trainer's
-joint forward pass), kept where its confidence exceeds a threshold (fixed, or learned by the Bayesian threshold head
-of paper 000: :class:`~medssl.handlers.learned_threshold.LearnedThreshold`); the loss is on the **strong** views,
-each CutMixed with another image of the batch (the pseudo-label and its mask mixed by the same box).
+joint forward pass), kept where its confidence exceeds a cut (a :class:`~medssl.handlers.threshold.Threshold`: fixed,
+learned by the Bayesian threshold head of paper 000, :class:`~medssl.handlers.learned_threshold.LearnedThreshold`, or
+FreeMatch's self-adaptive one); the loss is on the **strong** views, each CutMixed with another image of the batch
+(the pseudo-label and its mask mixed by the same box).
 
 - FixMatch: one strong view; its loss is the trainer's unsupervised loss.
 - UniMatch: two strong views (each its own CutMix) and the feature-perturbation stream: the weak images through the
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from medssl.checks import check_in_range, check_positive
 from medssl.engines.keys import SSLKeys
 from medssl.handlers.gate import PseudoLabelGate
-from medssl.handlers.learned_threshold import FixedThreshold, LearnedThreshold
+from medssl.handlers.threshold import Threshold
 from medssl.transforms.mixing import box_mix, random_area_box_mask
 from medssl.transforms.thresholding import confident_pseudo_labels
 
@@ -41,7 +42,7 @@ class WeakToStrongHandler:
     """Pseudo-labels from the weak view, losses on the strong views (see the module docstring).
 
     Args:
-        threshold: a :class:`FixedThreshold` (FixMatch and UniMatch use 0.95) or a :class:`LearnedThreshold`.
+        threshold: the cut, a :class:`Threshold` (FixMatch and UniMatch: a fixed 0.95).
         views: strong views, 1 (FixMatch) or 2 (UniMatch).
         perturb_layers: network modules whose outputs get channel dropout in the feature-perturbation stream
             (UniMatch); None or empty for none.
@@ -58,7 +59,7 @@ class WeakToStrongHandler:
 
     def __init__(
         self,
-        threshold: FixedThreshold | LearnedThreshold,
+        threshold: Threshold,
         views: int = 1,
         perturb_layers: Sequence[str] | None = None,
         dropout: float = 0.5,
@@ -117,10 +118,10 @@ class WeakToStrongHandler:
         if weak is None:
             return
         threshold, terms = self.threshold(engine, weak)
-        pseudo, mask = confident_pseudo_labels(weak, LearnedThreshold.as_map(threshold, weak.ndim), self.temperature)
+        pseudo, mask = confident_pseudo_labels(weak, Threshold.as_map(threshold, weak.ndim), self.temperature)
         out[SSLKeys.THRESHOLD] = threshold
         weight = float(getattr(engine.state, "unsup_weight", 1.0))
-        ranged = threshold if getattr(self.threshold, "range_gated", True) else None
+        ranged = threshold if self.threshold.range_gated else None
         if self.gate is not None and not self.gate(pseudo, mask, ranged):
             engine.state.gated += 1
             terms.pop("kl", None)

@@ -44,6 +44,9 @@ class UnsupervisedWeightSchedule:
         ValueError: a negative weight or length, an unknown unit, or ``start_dice`` without an evaluator.
     """
 
+    #: the key of its state (where a validation ended the warm-up) in a method's checkpoint
+    name = "weight_schedule"
+
     def __init__(
         self,
         max_weight: float = 1.0,

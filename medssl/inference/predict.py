@@ -1,8 +1,9 @@
 """Sliding-window prediction of whole datalists to NIfTI files, on the GPU when there is one.
 
-Also how ``medssl pseudolabel`` writes a teacher's pseudo-labels: each output has its input's affine and original
-grid, is written atomically (a killed run leaves no partial file under the final name), and a new datalist lists the
-unlabelled cases with their pseudo-labels.
+Also how ``medssl pseudolabel`` writes a teacher's pseudo-labels, and the engine of every bundle's
+``inference.json`` (:func:`input_images`, :func:`segmentation_writer`: a MONAI ``SupervisedEvaluator`` whose
+post-processing inverts the pre-processing and writes each segmentation): each output has its input's affine and
+original grid, is written atomically (a killed run leaves no partial file under the final name), and is logged.
 """
 
 from __future__ import annotations
@@ -12,18 +13,33 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import logging
+
 import numpy as np
 import torch
+from ignite.engine import Engine, Events
 from monai.data import DataLoader, Dataset, decollate_batch
+from monai.engines import SupervisedEvaluator
 from monai.inferers import Inferer, SlidingWindowInferer
 from monai.transforms import Compose, Invertd
 
 from medssl.data.datalist import case_id, load_datalist, require_unlabeled, save_datalist
 from medssl.data.io import write_nifti
 from medssl.device import resolve_device
+from medssl.errors import DataError
 from medssl.inference.optimize import optimize_for_inference
 
-__all__ = ["make_sliding_window_inferer", "predict_to_files", "write_pseudolabels"]
+__all__ = [
+    "make_sliding_window_inferer",
+    "predict_to_files",
+    "write_pseudolabels",
+    "input_images",
+    "datalist_images",
+    "SegmentationWriter",
+    "segmentation_writer",
+]
+
+logger = logging.getLogger("medssl.inference")
 
 
 def make_sliding_window_inferer(
@@ -152,3 +168,129 @@ def write_pseudolabels(
     data["unlabeled"] = [{**e, key: str(p), "pseudo_labeled": True} for e, p in zip(unlabeled, paths)]
     data["pseudo_label_source"] = {"datalist": str(datalist.resolve()), "key": key}
     return save_datalist(data, out_dir / "datalist.json")
+
+
+def input_images(folder: str | os.PathLike, pattern: str = "*.nii.gz") -> list[dict[str, str]]:
+    """The images to segment: every file of ``folder`` that matches ``pattern``, in name order, as datalist entries.
+
+    Raises:
+        DataError: ``folder`` does not exist or holds no such file (an inference that would write nothing).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "no such folder of images to segment (pass --dataset_dir FOLDER)")
+    files = sorted(p for p in folder.glob(pattern) if p.is_file())
+    if not files:
+        raise DataError(folder, f"no {pattern} image in this folder to segment")
+    return [{"image": str(f)} for f in files]
+
+
+def datalist_images(datalist: str | os.PathLike, key: str = "testing") -> list[dict[str, Any]]:
+    """The cases to segment from a datalist: its ``key`` list, or, when it has none, its labelled and unlabelled
+    training cases (a case's ``image`` may be a list of files, one a modality).
+
+    Raises:
+        DataError: the datalist is missing or unreadable, or names no case.
+    """
+    path = Path(datalist)
+    if not path.is_file():
+        raise DataError(path, "no such datalist of images to segment (pass --dataset_dir FOLDER or --datalist FILE)")
+    content = load_datalist(path)
+    cases = content.get(key) or (content.get("training") or []) + (content.get("unlabeled") or [])
+    if not cases:
+        raise DataError(path, f"the datalist names no case to segment (no '{key}', 'training' or 'unlabeled' list)")
+    return list(cases)
+
+
+class SegmentationWriter:
+    """Post-processing of one predicted case: the label map from the logits, back on the input's grid, written.
+
+    Called with the evaluator's merged batch and output item (``image`` with its pre-processing applied, ``pred``
+    the logits), it applies ``postprocessing`` (logits to a label map), inverts ``preprocessing``, writes
+    ``<case><suffix>.nii.gz`` with the input's affine to ``output_dir`` (atomically), and adds the path as
+    ``written``.
+    """
+
+    def __init__(
+        self,
+        preprocessing: Compose,
+        postprocessing: Callable[[torch.Tensor], torch.Tensor],
+        output_dir: str | os.PathLike,
+        suffix: str = "_seg",
+        dtype: Any = np.uint8,
+        image_key: str = "image",
+    ) -> None:
+        self.postprocessing = postprocessing
+        self.inverter = Invertd(keys="pred", transform=preprocessing, orig_keys=image_key, nearest_interp=True,
+                                to_tensor=True)  # fmt: skip
+        self.output_dir = Path(output_dir)
+        self.suffix = suffix
+        self.dtype = dtype
+        self.image_key = image_key
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        image = item[self.image_key]
+        entry = {k: item[k] for k in ("case_id", "slice") if k in item}
+        entry["image"] = str(image.meta.get("filename_or_obj", "case")) if hasattr(image, "meta") else "case"
+        item["pred"] = self.postprocessing(item["pred"])
+        if getattr(image, "applied_operations", None):  # nothing to invert when the network saw the input's grid
+            item = self.inverter(item)
+        pred = item["pred"]
+        meta = pred.meta if hasattr(pred, "meta") else image.meta
+        affine = np.asarray(meta.get("original_affine", meta["affine"]), dtype=float)
+        array = pred.detach().cpu().numpy()[0].astype(self.dtype)
+        item["written"] = str(write_nifti(array, affine, _output_path(entry, self.output_dir, self.suffix)))
+        return item
+
+
+def _log_written(engine: Engine) -> None:
+    for item in engine.state.output:
+        logger.info(f"wrote {item['written']}")
+        engine.state.written = getattr(engine.state, "written", 0) + 1
+
+
+def segmentation_writer(
+    dataset: Any,
+    network: torch.nn.Module,
+    inferer: Inferer,
+    preprocessing: Compose,
+    postprocessing: Callable[[torch.Tensor], torch.Tensor],
+    output_dir: str | os.PathLike,
+    device: str | torch.device | None = None,
+    amp: bool = False,
+    suffix: str = "_seg",
+    optimize: bool = True,
+) -> SupervisedEvaluator:
+    """The inference engine of a bundle's ``inference.json``: segment every case of ``dataset`` and write it.
+
+    A MONAI ``SupervisedEvaluator`` over ``dataset`` (one case a batch) whose post-processing is a
+    :class:`SegmentationWriter`; it logs each file it writes and, at the end, how many and where.
+
+    Args:
+        dataset: the cases, with ``preprocessing`` as their transform (:func:`input_images` lists a folder's).
+        network: the segmentation network, its weights loaded (run as a copy rewritten by
+            :func:`~medssl.inference.optimize.optimize_for_inference` when ``optimize``).
+        inferer, preprocessing, postprocessing: as the bundle declares them.
+        output_dir: where ``<case><suffix>.nii.gz`` go.
+        device: torch device (None: CUDA when available).
+        amp: mixed precision (CUDA).
+    """
+    device = resolve_device(device)
+    network = network.to(device).eval()
+    if optimize:
+        network = optimize_for_inference(network)
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    evaluator = SupervisedEvaluator(
+        device=device,
+        val_data_loader=DataLoader(dataset, batch_size=1, num_workers=0),
+        network=network,
+        inferer=inferer,
+        postprocessing=SegmentationWriter(preprocessing, postprocessing, output_dir, suffix=suffix),
+        amp=amp,
+    )
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, _log_written)
+    evaluator.add_event_handler(
+        Events.COMPLETED,
+        lambda e: logger.info(f"wrote {getattr(e.state, 'written', 0)} segmentations to {Path(output_dir).resolve()}"),
+    )
+    return evaluator

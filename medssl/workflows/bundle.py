@@ -24,7 +24,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from medssl.errors import DataError
-from medssl.checkpoints import load_weights
+from medssl.checkpoints import load_weights, saved_settings
 
 __all__ = [
     "BundleInference",
@@ -33,6 +33,8 @@ __all__ = [
     "list_bundles",
     "export_bundle",
     "device_overrides",
+    "COMMON",
+    "config_files",
     "config_workflow",
     "is_torchscript",
     "load_bundle_inference",
@@ -77,8 +79,24 @@ def bundle_path(bundle: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"{bundle}: not a bundle folder nor a medssl bundle ({', '.join(list_bundles())})")
 
 
+#: What a bundle folder ships in ``models/``: its trained weights, in the model zoo's names.
+SHIPPED_MODELS = ("model.pt", "model.ts")
+
+
+def _not_shipped(folder: str, names: list[str]) -> set[str]:
+    """``shutil.copytree``'s ignore: caches, run outputs, and anything in ``models/`` but the shipped weights."""
+    ignored = {n for n in names if n in ("__pycache__", "runs", "eval", "predictions")}
+    if Path(folder).name == "models":
+        ignored |= {n for n in names if n not in SHIPPED_MODELS}
+    return ignored
+
+
 def export_bundle(name: str, out: str | os.PathLike) -> Path:
     """Copy the shipped bundle ``name`` to ``out/name`` (as ``monai.bundle download`` writes a zoo bundle).
+
+    The copy stands on its own: the configs it shares with the other bundles (links to ``bundles/_common`` in the
+    source tree) are written as files, and of ``models/`` only the weights the bundle ships (``model.pt``,
+    ``model.ts``) are copied, not what a training run from the bundle folder left there.
 
     Raises:
         FileNotFoundError: no such bundle.
@@ -90,7 +108,7 @@ def export_bundle(name: str, out: str | os.PathLike) -> Path:
         raise FileExistsError(f"{dest} exists already; remove it or choose another --out")
     staging = Path(out) / f".{source.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__", "models", "runs"))
+    shutil.copytree(source, staging, ignore=_not_shipped)
     os.replace(staging, dest)
     return dest
 
@@ -101,6 +119,25 @@ def device_overrides(device: str | torch.device | None) -> dict[str, Any]:
         return {}
     dev = torch.device(device)
     return {"device": f"$torch.device('{dev}')", "amp": dev.type == "cuda"}
+
+
+#: The configuration every medssl bundle's training, evaluation and multi-process configs build on (the trainer, the
+#: method block, the handler lists, validation, checkpoints): one file, ``bundles/_common/configs/common.json``,
+#: linked into each bundle's ``configs/`` in the source tree and copied there in a wheel and an exported bundle.
+COMMON = "common.json"
+
+
+def config_files(configs: Sequence[str]) -> list[str]:
+    """The config files of a bundle command, in order: :data:`COMMON` first where ``train.json`` is among them
+    (``['configs/common.json','configs/train.json', ...]`` on ``python -m monai.bundle run``).
+
+    >>> config_files(["train.json", "evaluate.json"])
+    ['common.json', 'train.json', 'evaluate.json']
+    >>> config_files(["inference.json"])
+    ['inference.json']
+    """
+    configs = list(configs)
+    return [COMMON, *configs] if "train.json" in configs and COMMON not in configs else configs
 
 
 def config_workflow(
@@ -114,7 +151,9 @@ def config_workflow(
 
     Args:
         bundle: a shipped bundle's name or a bundle folder.
-        configs: config files under ``configs/``, e.g. ``["train.json", "evaluate.json"]``.
+        configs: config files under ``configs/``, e.g. ``["train.json", "evaluate.json"]`` (with ``train.json``,
+            the bundles' common base ``common.json`` goes first, as the bundles' commands give it: see
+            :func:`config_files`).
         overrides: config settings, as ``--key value`` on ``python -m monai.bundle run``.
         device: run on this device (see :func:`device_overrides`).
         workflow_type: MONAI's workflow type (default: ``train`` for ``train.json`` alone, else ``infer``).
@@ -122,11 +161,12 @@ def config_workflow(
     from monai.bundle import ConfigWorkflow
 
     root = bundle_path(bundle) / "configs"
+    configs = config_files(configs)
     files = [str(root / c) for c in configs]
     return ConfigWorkflow(
         config_file=files if len(files) > 1 else files[0],
         meta_file=str(root / "metadata.json"),
-        workflow_type=workflow_type or ("train" if list(configs) == ["train.json"] else "infer"),
+        workflow_type=workflow_type or ("train" if list(configs) == [COMMON, "train.json"] else "infer"),
         **{**dict(overrides or {}), **device_overrides(device)},
     )
 
@@ -182,8 +222,9 @@ def load_bundle_inference(
 
     Args:
         bundle: the bundle folder.
-        checkpoint: weights file (default: the config's ``checkpoint``, ``models/model_best.pt``): a checkpoint or
-            state dict (loaded with ``weights_only=True`` into the config's network), or a TorchScript model such as
+        checkpoint: weights file (default: the config's ``checkpoint``, ``models/model.pt``): a checkpoint or
+            state dict (loaded with ``weights_only=True`` into the config's network; a training checkpoint's network
+            settings are applied to the config first, unless ``overrides`` set them), or a TorchScript model such as
             ``monai.bundle ckpt_export`` writes (``models/model.ts``), which is used in place of the config's network.
         device: torch device (default: the config's, CUDA when available).
         overrides: more config overrides, e.g. ``{"roi_size": [64, 64, 64]}``.
@@ -209,8 +250,13 @@ def load_bundle_inference(
     if is_torchscript(ckpt):
         network = _load_torchscript(Path(ckpt), dev)
     else:
+        # a training checkpoint says what network it holds: build that one, unless the caller chose otherwise
+        for key, value in (saved_settings(ckpt) or {}).items():
+            if key not in (overrides or {}) and key in parser:
+                parser[key] = value
         network = parser.get_parsed_content("network")
-        load_weights(network, ckpt, map_location=dev)
+        settings = parser.get_parsed_content("network_settings") if "network_settings" in parser else None
+        load_weights(network, ckpt, map_location=dev, settings=settings)
     return BundleInference(
         network=network.eval(),
         preprocessing=parser.get_parsed_content("preprocessing"),

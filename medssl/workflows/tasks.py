@@ -46,7 +46,7 @@ def run_settings(name: str) -> dict[str, Any]:
     """The bundle settings of run ``name``: a bound or a variant of :data:`medssl.methods.VARIANTS`.
 
     >>> run_settings("bpl_elbo")
-    {'ssl_method': 'bpl', 'method#mode': 'elbo'}
+    {'ssl_method': 'bpl', 'method#threshold_fit': 'elbo'}
 
     Raises:
         ValueError: an unknown name.

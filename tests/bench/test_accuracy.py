@@ -157,7 +157,7 @@ def test_runs_are_named_through_the_method_registry():
     from medssl.methods import VARIANTS
 
     assert run_settings("lower_bound") == run_settings("upper_bound") == {"ssl_method": "supervised"}
-    assert run_settings("bpl_elbo") == {"ssl_method": "bpl", "method#mode": "elbo"}
+    assert run_settings("bpl_elbo") == {"ssl_method": "bpl", "method#threshold_fit": "elbo"}
     assert run_settings("ts_gce") == {"ssl_method": "teacher_student", "method#robust_loss": "gce"}
     assert set(METHODS) == {"lower_bound", "upper_bound"} | (set(VARIANTS) - {"supervised"})
     assert [m for m in METHODS if reads_pseudo_labels(m)] == ["ts_ce", "ts_gce", "ts_bce", "ts_sce"]

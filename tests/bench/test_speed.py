@@ -132,7 +132,7 @@ def test_bench_command_imports_no_benchmark_until_it_runs():
 )
 def test_networks_are_the_bundles(bundle, build):
     parser = ConfigParser()
-    parser.read_config(str(ROOT / "bundles" / bundle / "configs" / "train.json"))
+    parser.read_config([str(ROOT / "bundles" / bundle / "configs" / c) for c in ("common.json", "train.json")])
     expected = {k: v.shape for k, v in parser.get_parsed_content("network_def").state_dict().items()}
     assert {k: v.shape for k, v in build().state_dict().items()} == expected
 

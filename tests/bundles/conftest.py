@@ -14,8 +14,11 @@ BUNDLES = REPO / "bundles"
 
 
 def _run_bundle(bundle: str, configs: list[str], overrides: dict, timeout: int = 600, env: dict | None = None):
-    """``python -m monai.bundle run`` in the bundle folder, as its README says; returns the CompletedProcess."""
-    files = [f"configs/{c}" for c in configs]
+    """``python -m monai.bundle run`` in the bundle folder, as its README says (``configs/common.json`` first where
+    ``train.json`` is among ``configs``); returns the CompletedProcess."""
+    from medssl.workflows.bundle import config_files
+
+    files = [f"configs/{c}" for c in config_files(configs)]
     config_arg = files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, "--logging_file", "configs/logging.conf"]
     for key, value in overrides.items():
@@ -39,9 +42,11 @@ def _workflow(bundle: str, configs: list[str], overrides: dict):
         except (ValueError, SyntaxError):
             return value
 
+    from medssl.workflows.bundle import config_files
+
     overrides = {k: parse(v) for k, v in overrides.items()}
     wf = ConfigWorkflow(
-        config_file=[str(BUNDLES / bundle / "configs" / c) for c in configs],
+        config_file=[str(BUNDLES / bundle / "configs" / c) for c in config_files(configs)],
         meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"),
         logging_file=str(BUNDLES / bundle / "configs" / "logging.conf"),
         workflow_type="train" if "train.json" in configs else "infer",
@@ -120,7 +125,7 @@ def bundles_dir():
 def _verify_bundle(bundle: str) -> None:
     """``verify_metadata`` (against the schema kept in the repository, offline) and ``verify_net_in_out``."""
     for cmd in (
-        ["verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", "../meta_schema.json"],
+        ["verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", "configs/meta_schema.json"],
         ["verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"],
     ):
         result = subprocess.run([sys.executable, "-m", "monai.bundle", *cmd], cwd=BUNDLES / bundle, capture_output=True, text=True)
@@ -132,3 +137,17 @@ def _verify_bundle(bundle: str) -> None:
 def verify_bundle():
     """Run MONAI's bundle checks on a bundle of the repository."""
     return _verify_bundle
+
+
+@pytest.fixture(scope="module")
+def acdc_data(tmp_path_factory):
+    """A tiny ACDC-like folder in the SSL4MIS layout (8 patients of 2 slices, 32 x 32), prepared with ``medssl prepare
+    ssl4mis``: ``datalist_3.json``, ``datalist_7.json``, ``datalist_all.json``, ``images/``, ``labels/``."""
+    from _ssl4mis import make_acdc_like
+
+    from medssl.cli import main
+
+    root = tmp_path_factory.mktemp("acdc_bundle")
+    make_acdc_like(root / "raw", patients=8, slices=2, size=32)
+    assert main(["prepare", "ssl4mis", "--root", str(root / "raw"), "--out", str(root / "data")]) == 0
+    return root / "data"

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _ssl4mis import make_acdc_like
 
 from medssl.cli import main
 from medssl.checkpoints import load_state_dict_file
@@ -29,14 +28,6 @@ TINY = {
     "method#warmup": 0,
     "method#ramp": 0,
 }
-
-
-@pytest.fixture(scope="module")
-def acdc_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("acdc_bundle")
-    make_acdc_like(root / "raw", patients=8, slices=2, size=32)
-    assert main(["prepare", "ssl4mis", "--root", str(root / "raw"), "--out", str(root / "data")]) == 0
-    return root / "data"
 
 
 # an untrained 4-class network is never confident: a low prior lets the Bayesian cut keep voxels after 4 iterations
@@ -64,10 +55,10 @@ def test_train_each_method(acdc_data, tmp_path, method, extra, workflow):
 # copy-paste halves): 4 iterations, the unsupervised loss on from the first
 @pytest.mark.parametrize(
     "method, extra",
-    [("segpl", {"method#source": "teacher", "method#threshold": 0.05}), ("bpl", {"method#mode": "kl_only", "method#prior_mu": 0.05}),
+    [("segpl", {"method#source": "teacher", "method#threshold": 0.05}), ("bpl", {"method#threshold_fit": "kl_only", "method#prior_mu": 0.05}),
      ("mean_teacher", {}), ("fixmatch", {"method#threshold": 0.05}),
-     ("fixmatch", {"method#threshold_mode": "learned", "method#prior_mu": 0.05}),
-     ("fixmatch", {"method#threshold_mode": "adaptive"}),
+     ("fixmatch", {"method#cut": "learned", "method#prior_mu": 0.05}),
+     ("fixmatch", {"method#cut": "adaptive"}),
      ("unimatch", {"method#threshold": 0.05}), ("bcp", {}), ("vat", {})],
 )  # fmt: skip
 def test_every_method_trains_through_the_bundle(acdc_data, tmp_path, method, extra, workflow):
@@ -84,8 +75,8 @@ def test_every_method_trains_through_the_bundle(acdc_data, tmp_path, method, ext
     last = load_state_dict_file(tmp_path / "models" / "model_last.pt")
     if method in ("mean_teacher", "bcp") or extra.get("method#source") == "teacher":
         assert any("teacher" in str(v) or isinstance(v, dict) for v in last["method"].values())  # the EMA teacher
-    if extra.get("method#threshold_mode") == "adaptive":  # FreeMatch's moving averages, moved off 1/C
-        (state,) = [v for k, v in last["method"].items() if k.startswith("threshold")]
+    if extra.get("method#cut") == "adaptive":  # FreeMatch's moving averages, moved off 1/C
+        state = last["method"]["adaptive_threshold"]
         assert state["class_means"].shape == (4,) and not torch.allclose(state["class_means"], torch.tensor(0.25).double())
     wf.finalize()
 

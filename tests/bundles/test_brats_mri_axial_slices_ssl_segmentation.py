@@ -139,7 +139,7 @@ def test_supervised_dice_is_pooled_over_the_slices_of_a_batch(bundles_dir):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(bundles_dir / BUNDLE / "configs" / "train.json")
+    parser.read_config([str(bundles_dir / BUNDLE / "configs" / c) for c in ("common.json", "train.json")])
     loss = parser.get_parsed_content("loss")
     label = torch.zeros(2, 1, 8, 8, dtype=torch.long)
     label[0, 0, 2:6, 2:6] = 3  # enhancing tumour, 16 voxels on the first slice; the second slice has none
@@ -156,4 +156,5 @@ def test_supervised_dice_is_pooled_over_the_slices_of_a_batch(bundles_dir):
     # per slice, the stray voxel would cost the second slice its whole enhancing-tumour term: above 0.1 more
     assert float(loss(logits, label)) < float(ce) + 0.05
     # the methods' losses on pseudo-labels and mixed labels pool theirs the same way
-    assert "dice_batch=@loss::batch" in parser.get("ssl").replace("#", "::")
+    assert "dice_batch=@dice_batch" in parser.get("ssl") and parser.get("loss")["batch"] == "@dice_batch"
+    assert parser.get_parsed_content("dice_batch") is True

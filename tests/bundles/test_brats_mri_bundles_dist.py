@@ -30,7 +30,7 @@ def test_torchrun_two_processes_bpl(request, tmp_path, bundles_dir, bundle, data
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
         "-m", "monai.bundle", "run",
-        "--config_file", "['configs/train.json','configs/multi_gpu_train.json']",
+        "--config_file", "['configs/common.json','configs/train.json','configs/multi_gpu_train.json']",
         "--logging_file", "configs/logging.conf",
         "--bundle_root", str(out), "--datalist", str(datalist),
         "--epochs", "2", "--val_interval", "1", "--roi_size", roi, *NET, "--num_workers", "0", "--cache_rate", "0",

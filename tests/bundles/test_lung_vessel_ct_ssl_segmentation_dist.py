@@ -20,7 +20,7 @@ def test_torchrun_two_processes(lung_data, tmp_path, bundles_dir, method):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
         "-m", "monai.bundle", "run",
-        "--config_file", "['configs/train.json','configs/multi_gpu_train.json']",
+        "--config_file", "['configs/common.json','configs/train.json','configs/multi_gpu_train.json']",
         "--logging_file", "configs/logging.conf",
         "--bundle_root", str(out), "--dataset_dir", str(lung_data / "data"),
         "--epochs", "2", "--val_interval", "1", "--roi_size", "[16,16,16]", "--num_workers", "0",

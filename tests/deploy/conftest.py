@@ -35,7 +35,7 @@ def trained_lung_bundle(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("deploy_bundle")
     synthesize("lung_vessel", cases=4, size=32, seed=0, out=root / "data")
     cmd = [
-        sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", "['configs/common.json','configs/train.json']",
         "--logging_file", "configs/logging.conf", "--bundle_root", str(root / "run"),
         "--dataset_dir", str(root / "data"), "--epochs", "1", "--labeled_fraction", "0.5", "--val_fraction", "0.25",
         "--test_fraction", "0", "--ssl_method", "supervised", "--roi_size", "[16,16,16]", "--num_workers", "0",

@@ -45,12 +45,13 @@ def _loader(entries, stage, pseudo=False, strong=0):
     return DataLoader(ds, batch_size=2, shuffle=False)
 
 
-def _train(data, method, robust_loss="ce", bpl_mode="kl_only", epochs=2, init_mu=0.5, **overrides):
+def _train(data, method, robust_loss="ce", threshold_fit="kl_only", epochs=2, init_mu=0.5, **overrides):
     net = _net()
-    learned = method == "bpl" or overrides.get("threshold_mode") == "learned"
+    learned = method == "bpl" or overrides.get("cut") == "learned"
     head = ThresholdHead(3, in_channels=8) if learned else None
     # "model.1" is the last decoder stage before the output layer (8 channels at half resolution)
-    settings = {"warmup": 0, "ramp": 0, "prior_mu": 0.5, "prior_std": 0.1, "mode": bpl_mode, "robust_loss": robust_loss}
+    settings = {"warmup": 0, "ramp": 0, "prior_mu": 0.5, "prior_std": 0.1, "threshold_fit": threshold_fit,
+                "robust_loss": robust_loss}
     settings.update(overrides)
     ssl = build_method(method, settings, network=net, head=head, feature_layer="model.1", run_length=epochs)
     if head is not None:
@@ -111,8 +112,8 @@ def test_method_trains_and_evaluates(split, tmp_path, method):
     [
         ("mean_teacher", {}, "consistency"),
         ("fixmatch", {}, "unsupervised"),
-        ("fixmatch", {"threshold_mode": "learned"}, "unsupervised"),
-        ("fixmatch", {"threshold_mode": "adaptive"}, "unsupervised"),
+        ("fixmatch", {"cut": "learned"}, "unsupervised"),
+        ("fixmatch", {"cut": "adaptive"}, "unsupervised"),
         ("unimatch", {}, "feature_perturbation"),
         ("bcp", {}, "copy_paste"),
         ("vat", {}, "vat"),
@@ -150,7 +151,7 @@ def test_paired_lower_bound_is_segpl_without_its_loss(split):
 def test_bpl_kl_only_head_follows_the_kl(split):
     """kl_only: a head started above the prior mean is pulled back towards it by the KL alone."""
     data = load_datalist(split)
-    trainer, _, head, before, losses = _train(data, "bpl", bpl_mode="kl_only", init_mu=0.7)
+    trainer, _, head, before, losses = _train(data, "bpl", threshold_fit="kl_only", init_mu=0.7)
     assert all(math.isfinite(v) for v in losses)
     mu_bias_before, mu_bias_after = float(before[-1][0]), float(head.net[-1].bias[0])
     assert mu_bias_before == pytest.approx(0.7)
@@ -163,7 +164,7 @@ def test_bpl_kl_only_head_follows_the_kl(split):
 def test_bpl_elbo_head_learns_from_the_data_term(split):
     """elbo: a head started exactly at the prior (zero KL gradient) still moves: the soft cut trains it."""
     data = load_datalist(split)
-    _, _, head, before, losses = _train(data, "bpl", bpl_mode="elbo", init_mu=0.5)
+    _, _, head, before, losses = _train(data, "bpl", threshold_fit="elbo", init_mu=0.5)
     assert all(math.isfinite(v) for v in losses)
     assert any(not torch.equal(a, b) for a, b in zip(head.parameters(), before))
 

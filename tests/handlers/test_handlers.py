@@ -137,14 +137,14 @@ def test_stats_and_collapse_warning():
     assert engine.state.pseudo_label_collapsed is not None
 
 
-def _bpl_engine(mode, spatial=(16, 16), source="student"):
+def _bpl_engine(fit, spatial=(16, 16), source="student"):
     torch.manual_seed(0)
     net = UNet(2, 1, 1, channels=(4, 8), strides=(2,))
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     engine = _engine(unsup_weight=1.0)
     engine.network, engine.optimizer = net, opt
-    head = ThresholdHead(2, in_channels=12, mode="per_image")
-    handler = BayesianPseudoLabelHandler(head, feature_layer="model.1", mode=mode, prior_mu=0.5, prior_std=0.1,
+    head = ThresholdHead(2, in_channels=12, scope="per_image")
+    handler = BayesianPseudoLabelHandler(head, feature_layer="model.1", fit=fit, prior_mu=0.5, prior_std=0.1,
                                          source=source)  # fmt: skip
     handler.attach(engine)
     return engine, net, head, handler
@@ -222,8 +222,8 @@ def test_bpl_per_pixel_threshold_resized_to_prediction():
     net = UNet(2, 1, 3, channels=(4, 8), strides=(2,))
     engine = _engine(unsup_weight=0.5)
     engine.network, engine.optimizer = net, torch.optim.SGD(net.parameters(), lr=0.1)
-    head = ThresholdHead(2, in_channels=8, mode="per_pixel")
-    BayesianPseudoLabelHandler(head, feature_layer="model.1.submodule", mode="elbo").attach(engine)
+    head = ThresholdHead(2, in_channels=8, scope="per_pixel")
+    BayesianPseudoLabelHandler(head, feature_layer="model.1.submodule", fit="elbo").attach(engine)
     out = _joint_pass(engine, net, 1, 2, classes=3)
     assert out[SSLKeys.THRESHOLD].shape == (2, 1, 16, 16)
     assert out[SSLKeys.PSEUDO_MASK].shape == (2, 1, 16, 16)  # multi-class: confident voxels kept

@@ -20,7 +20,7 @@ from medssl.handlers.learned_threshold import LearnedThreshold
 from medssl.handlers.pseudo_label import BayesianPseudoLabelHandler, SegPLHandler
 from medssl.handlers.vat import prediction_kl, vat_direction
 from medssl.handlers.weak_strong import STRONG_KEYS, WeakToStrongHandler
-from medssl.handlers.learned_threshold import FixedThreshold
+from medssl.handlers.threshold import FixedThreshold
 from medssl.handlers.weight_schedule import UnsupervisedWeightSchedule
 from medssl.networks import ThresholdHead
 from medssl.transforms.mixing import box_mask, box_mix
@@ -195,12 +195,12 @@ def test_temperature_at_the_cut_only_raises_the_threshold():
     assert torch.equal(hard_pseudo_labels(z, t, temperature=1.0)[0], (torch.sigmoid(z) > t).float())
 
 
-def _head_engine(mode, samples=256):
+def _head_engine(fit, samples=256):
     torch.manual_seed(0)
     net = UNet(2, 1, 1, channels=(4, 8), strides=(2,))
     engine = _engine(net, unsup_weight=1.0)
     head = ThresholdHead(2, in_channels=12)
-    threshold = LearnedThreshold(head, "model.1", prior_mu=0.5, prior_std=0.1, mode=mode, samples=samples, kl_weight=0.01)
+    threshold = LearnedThreshold(head, "model.1", prior_mu=0.5, prior_std=0.1, fit=fit, samples=samples, kl_weight=0.01)
     threshold.attach(engine)
     return engine, net, head, threshold
 
@@ -242,8 +242,8 @@ def _toy_iteration(engine, net, threshold, best_cut=0.3):
 
 
 def test_elbo_threshold_moves_to_the_known_best_cut_and_kl_only_stays_at_the_prior():
-    for mode in ("elbo", "kl_only"):
-        engine, net, head, threshold = _head_engine(mode)
+    for fit in ("elbo", "kl_only"):
+        engine, net, head, threshold = _head_engine(fit)
         opt = torch.optim.Adam(head.parameters(), lr=0.02)
         for _ in range(150):
             t, terms = _toy_iteration(engine, net, threshold)
@@ -251,7 +251,7 @@ def test_elbo_threshold_moves_to_the_known_best_cut_and_kl_only_stays_at_the_pri
             sum(terms.values()).backward()
             opt.step()
         mean = float(t.mean())
-        if mode == "elbo":
+        if fit == "elbo":
             assert "threshold_fit" in terms and abs(mean - 0.3) < 0.05, mean
         else:
             assert set(terms) == {"kl"} and abs(mean - 0.5) < 0.01, mean
@@ -274,7 +274,7 @@ def test_gate_closes_on_empty_pseudo_labels_and_out_of_range_thresholds():
 
 def test_gated_pseudo_labels_train_nothing_and_drop_the_kl():
     engine, net, head, _ = _head_engine("kl_only")
-    handler = BayesianPseudoLabelHandler(head, "model.1", mode="kl_only", gate=PseudoLabelGate(0.5))
+    handler = BayesianPseudoLabelHandler(head, "model.1", fit="kl_only", gate=PseudoLabelGate(0.5))
     handler.attach(engine)
     net.train()
     engine.fire_event(SSLEvents.INPUTS_READY)

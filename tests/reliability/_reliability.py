@@ -76,8 +76,11 @@ def lung_phantom(shape=(20, 18, 16), seed=0):
 
 
 def bundle_command(bundle: str, configs: list[str], overrides: dict) -> list[str]:
-    """``python -m monai.bundle run`` with ``configs`` and ``--key value`` overrides, as a bundle's README runs it."""
-    files = [f"configs/{c}" for c in configs]
+    """``python -m monai.bundle run`` with ``configs`` (``common.json`` first where ``train.json`` is among them) and
+    ``--key value`` overrides, as a bundle's README runs it."""
+    from medssl.workflows.bundle import config_files
+
+    files = [f"configs/{c}" for c in config_files(configs)]
     config_arg = files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg, "--logging_file", "configs/logging.conf"]
     for key, value in overrides.items():
