@@ -82,6 +82,7 @@ def test_bayesian_defaults_follow_the_authors_configurations():
         "acdc_mri_ssl_segmentation": (0.5, 0.1),
         "brats_mri_axial_slices_ssl_segmentation": (0.5, 0.1),
         "brats_mri_transbts_ssl_segmentation": (0.5, 0.1),
+        "la_mri_ssl_segmentation": (0.5, 0.1),
         "lung_vessel_ct_ssl_segmentation": (0.9, 0.1),
     }
 

@@ -63,7 +63,7 @@ def test_wheel_ships_every_bundle(installed, tmp_path):
     names = {line.split("\t")[0] for line in listed.splitlines()}
     # the bundles' common base (bundles/_common) is not a bundle
     assert names == {p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "train.json").is_file()}
-    assert "_common" not in names and len(names) == 4
+    assert "_common" not in names and len(names) == 5
 
 
 def test_bundle_runs_from_the_wheel(installed, tmp_path):

@@ -21,7 +21,7 @@ from ignite.engine import Engine, Events
 from monai.data import DataLoader, Dataset, decollate_batch
 from monai.engines import SupervisedEvaluator
 from monai.inferers import Inferer, SlidingWindowInferer
-from monai.transforms import Compose, Invertd
+from monai.transforms import Activations, AsDiscrete, Compose, Invertd, KeepLargestConnectedComponent
 
 from medssl.data.datalist import case_id, load_datalist, require_unlabeled, save_datalist
 from medssl.data.io import write_nifti
@@ -35,6 +35,7 @@ __all__ = [
     "write_pseudolabels",
     "input_images",
     "datalist_images",
+    "binary_label_map",
     "SegmentationWriter",
     "segmentation_writer",
 ]
@@ -170,6 +171,15 @@ def write_pseudolabels(
     return save_datalist(data, out_dir / "datalist.json")
 
 
+def binary_label_map(threshold: float = 0.5, largest_component: bool = False) -> Compose:
+    """The label map of one sigmoid channel's logits: ``sigmoid > threshold``, then, with ``largest_component``, only
+    its largest connected component (as some LA papers score)."""
+    steps: list[Any] = [Activations(sigmoid=True), AsDiscrete(threshold=threshold)]
+    if largest_component:
+        steps.append(KeepLargestConnectedComponent(applied_labels=[1]))
+    return Compose(steps)
+
+
 def input_images(folder: str | os.PathLike, pattern: str = "*.nii.gz") -> list[dict[str, str]]:
     """The images to segment: every file of ``folder`` that matches ``pattern``, in name order, as datalist entries.
 
@@ -233,11 +243,12 @@ class SegmentationWriter:
         entry = {k: item[k] for k in ("case_id", "slice") if k in item}
         entry["image"] = str(image.meta.get("filename_or_obj", "case")) if hasattr(image, "meta") else "case"
         item["pred"] = self.postprocessing(item["pred"])
-        if getattr(image, "applied_operations", None):  # nothing to invert when the network saw the input's grid
+        meta = image.meta  # the input's grid, unless the pre-processing moved it and is inverted here
+        if getattr(image, "applied_operations", None):
             item = self.inverter(item)
+            meta = getattr(item["pred"], "meta", meta)
         pred = item["pred"]
-        meta = pred.meta if hasattr(pred, "meta") else image.meta
-        affine = np.asarray(meta.get("original_affine", meta["affine"]), dtype=float)
+        affine = np.asarray(meta.get("original_affine", meta["affine"]), dtype=float).reshape(-1, 4, 4)[0]
         array = pred.detach().cpu().numpy()[0].astype(self.dtype)
         item["written"] = str(write_nifti(array, affine, _output_path(entry, self.output_dir, self.suffix)))
         return item

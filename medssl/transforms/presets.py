@@ -35,6 +35,7 @@ from monai.transforms import (
     RandScaleIntensityFixedMeand,
     RandShiftIntensityd,
     RandSpatialCropSamplesd,
+    Zoomd,
 )
 
 from medssl.checks import check_choice, check_positive
@@ -48,6 +49,7 @@ __all__ = [
     "STRONG_CONTRASTS",
     "STRONG_KEYS",
     "lung_vessel_transforms",
+    "la_transforms",
     "brats_transforms",
     "acdc_transforms",
     "strong_views",
@@ -143,6 +145,14 @@ def _crops_and_flips(
     return crop + [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in range(len(roi))]
 
 
+def _stage_keys(stage: str, pseudo_labels: bool) -> tuple[list[str], list[str]]:
+    """The keys a pipeline loads at ``stage`` (the image, its label where the stage has one, an offline pseudo-label
+    in the unlabelled stage), and those of them that are label maps."""
+    keys = ["image"] + (["label"] if stage in ("train", "eval") else [])
+    keys += [PSEUDO_KEY] if pseudo_labels and stage == "unlabeled" else []
+    return keys, keys[1:]
+
+
 def lung_vessel_transforms(
     stage: str,
     roi_size: Sequence[int] = (96, 96, 96),
@@ -162,11 +172,7 @@ def lung_vessel_transforms(
         strong: strongly augmented copies of each unlabelled patch (:func:`strong_views`).
     """
     roi = _check(stage, roi_size, num_samples, 3)
-    labelled = stage in ("train", "eval")
-    keys = (
-        ["image"] + (["label"] if labelled else []) + ([PSEUDO_KEY] if pseudo_labels and stage == "unlabeled" else [])
-    )
-    label_keys = [k for k in keys if k != "image"]
+    keys, label_keys = _stage_keys(stage, pseudo_labels)
     xforms = [
         LoadImaged(keys, image_only=True),
         EnsureChannelFirstd(keys),
@@ -184,6 +190,51 @@ def lung_vessel_transforms(
     ]
     if stage in ("train", "unlabeled"):
         xforms += _crops_and_flips(stage, roi, num_samples, keys, image_threshold=0.0, cache_indices=False)
+    if stage == "unlabeled":
+        xforms += strong_views(strong, 3)
+    return Compose(xforms)
+
+
+def la_transforms(
+    stage: str,
+    roi_size: Sequence[int] = (112, 112, 80),
+    num_samples: int = 2,
+    scale: float = 1.0,
+    pseudo_labels: bool = False,
+    strong: int = 0,
+) -> Compose:
+    """Pipeline of the 3D left-atrium task (LA 2018 in the UA-MT / SSL4MIS layout, ``medssl prepare ssl4mis``): one
+    MRI channel already normalised per volume (zero mean, unit variance), binary atrium labels.
+
+    Training and unlabelled patches are cut from the volume zoomed by ``scale`` (MONAI's ``Zoom``, trilinear for
+    the image, nearest for labels: 0.5 is half resolution); evaluation and inference keep each volume at its own
+    resolution, and the bundle's :class:`~medssl.inference.scaled.ScaledSlidingWindowInferer` zooms the same way,
+    so the test volumes are scored at full resolution. Training crops are half centred on the atrium, half anywhere
+    (``RandCropByPosNegLabeld``, every voxel a candidate negative: the intensities are z-scores), then flipped.
+
+    Args:
+        stage: one of :data:`STAGES`.
+        roi_size: training patch size (in voxels after the zoom).
+        num_samples: patches per case per iteration (train and unlabelled stages).
+        scale: zoom factor of the training and unlabelled volumes.
+        pseudo_labels: the unlabelled cases carry an offline ``pseudo_label`` (teacher-student).
+        strong: strongly augmented copies of each unlabelled patch (:func:`strong_views`, the linear contrast for
+            z-scored images).
+    """
+    roi = _check(stage, roi_size, num_samples, 3)
+    check_positive("scale", scale)
+    keys, label_keys = _stage_keys(stage, pseudo_labels)
+    xforms = [
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+        ValidateCased("image", label_keys, spatial_dims=3, channels=1, label_values=(0, 1)),
+        EnsureTyped(keys, track_meta=True),
+    ]
+    if stage in ("train", "unlabeled"):
+        if scale != 1.0:
+            modes = ["trilinear" if k == "image" else "nearest" for k in keys]
+            xforms.append(Zoomd(keys, zoom=scale, mode=modes, keep_size=False))
+        xforms += _crops_and_flips(stage, roi, num_samples, keys, image_threshold=float("-inf"), cache_indices=False)
     if stage == "unlabeled":
         xforms += strong_views(strong, 3)
     return Compose(xforms)
@@ -214,11 +265,7 @@ def brats_transforms(
     """
     check_choice("spatial_dims", spatial_dims, (2, 3))
     roi = _check(stage, roi_size, num_samples, spatial_dims)
-    labelled = stage in ("train", "eval")
-    keys = (
-        ["image"] + (["label"] if labelled else []) + ([PSEUDO_KEY] if pseudo_labels and stage == "unlabeled" else [])
-    )
-    label_keys = [k for k in keys if k != "image"]
+    keys, label_keys = _stage_keys(stage, pseudo_labels)
     # a 2D model sees slices normalised one by one, in training and in the stacked scans it is scored on
     normalize = NormalizeIntensityd("image", nonzero=True, channel_wise=True)
     if spatial_dims == 2 and stage == "eval":  # whole scans: the stacked slices of each case
@@ -293,11 +340,7 @@ def acdc_transforms(
     """
     check_choice("stage", stage, STAGES)
     roi = _check(stage, roi_size, 1, 2)
-    labelled = stage in ("train", "eval")
-    keys = (
-        ["image"] + (["label"] if labelled else []) + ([PSEUDO_KEY] if pseudo_labels and stage == "unlabeled" else [])
-    )
-    label_keys = [k for k in keys if k != "image"]
+    keys, label_keys = _stage_keys(stage, pseudo_labels)
     if stage in ("train", "unlabeled"):
         xforms = [
             LoadImaged(keys, image_only=True),

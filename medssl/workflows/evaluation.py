@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 from monai.engines import SupervisedEvaluator
-from monai.handlers import CheckpointSaver, HausdorffDistance, MeanDice, from_engine
+from monai.handlers import CheckpointSaver, HausdorffDistance, MeanDice, MeanIoUHandler, SurfaceDistance, from_engine
 from monai.inferers import Inferer
-from monai.transforms import Activationsd, AsDiscreted, Compose
+from monai.transforms import Activationsd, AsDiscreted, Compose, KeepLargestConnectedComponentd
 
 from medssl.checks import check_choice
 from medssl.handlers.per_case_metrics import PerCaseMetricsWriter
@@ -48,15 +48,21 @@ def channel_names(task: str, class_names: Sequence[str] | None = None) -> list[s
     return ["foreground"] if task == "binary" else list(REGION_NAMES)
 
 
-def evaluation_postprocessing(task: str, threshold: float = 0.5, num_classes: int | None = None) -> Compose:
+def evaluation_postprocessing(
+    task: str, threshold: float = 0.5, num_classes: int | None = None, largest_component: bool = False
+) -> Compose:
     """Turn logits into the one-hot masks the metrics compare (``pred`` and ``label`` of each decollated case).
 
-    binary: sigmoid then ``> threshold``; brats: argmax, then both prediction and label to WT/TC/ET channels;
-    multiclass: argmax, then both to ``num_classes`` one-hot channels (background included; metrics drop it).
+    binary: sigmoid then ``> threshold`` (then only the largest connected component with ``largest_component``, as
+    some LA papers score); brats: argmax, then both prediction and label to WT/TC/ET channels; multiclass: argmax,
+    then both to ``num_classes`` one-hot channels (background included; metrics drop it).
     """
     task = check_choice("task", task, TASKS)
     if task == "binary":
-        return Compose([Activationsd("pred", sigmoid=True), AsDiscreted("pred", threshold=threshold)])
+        steps = [Activationsd("pred", sigmoid=True), AsDiscreted("pred", threshold=threshold)]
+        if largest_component:
+            steps.append(KeepLargestConnectedComponentd("pred", applied_labels=[1]))
+        return Compose(steps)
     if task == "multiclass":
         return Compose([AsDiscreted(["pred", "label"], argmax=[True, False], to_onehot=num_classes)])
     return Compose([AsDiscreted("pred", argmax=True), BratsToRegionsd(["pred", "label"], convention="contiguous")])
@@ -86,6 +92,8 @@ def build_evaluator(
     amp: bool = False,
     val_handlers: Sequence | None = None,
     class_names: Sequence[str] | None = None,
+    surface: bool = False,
+    largest_component: bool = False,
 ) -> SupervisedEvaluator:
     """A ``SupervisedEvaluator`` whose key metric ``val_mean_dice`` is the mean Dice over the task's channels.
 
@@ -109,6 +117,9 @@ def build_evaluator(
         amp: mixed precision on CUDA.
         val_handlers: more handlers.
         class_names: the foreground classes (labels 1..n) of a ``multiclass`` task.
+        surface: also the Jaccard index (``val_jaccard``) and the average symmetric surface distance in voxels
+            (``val_asd``), the LA papers' metrics beside Dice and HD95.
+        largest_component: a binary prediction keeps only its largest connected component before scoring.
     """
     device = resolve_device(device)
     names = channel_names(task, class_names)
@@ -126,6 +137,12 @@ def build_evaluator(
             include_background=first == 0, percentile=95, output_transform=from_engine(["pred", "label"]),
             save_details=details,
         )  # fmt: skip
+    if surface:
+        pairs = from_engine(["pred", "label"])
+        metrics["val_jaccard"] = MeanIoUHandler(include_background=first == 0, output_transform=pairs,
+                                                save_details=details)  # fmt: skip
+        metrics["val_asd"] = SurfaceDistance(include_background=first == 0, symmetric=True, output_transform=pairs,
+                                             save_details=details)  # fmt: skip
     handlers = list(val_handlers or [])
     if output_dir is not None:
         handlers.append(PerCaseMetricsWriter(output_dir, channel_names=names))
@@ -143,7 +160,7 @@ def build_evaluator(
         val_data_loader=val_data_loader,
         network=network,
         inferer=inferer,
-        postprocessing=evaluation_postprocessing(task, num_classes=len(names) + 1),
+        postprocessing=evaluation_postprocessing(task, num_classes=len(names) + 1, largest_component=largest_component),
         key_val_metric={
             "val_mean_dice": MeanDice(
                 include_background=first == 0, output_transform=from_engine(["pred", "label"]), save_details=details

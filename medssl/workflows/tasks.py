@@ -31,6 +31,7 @@ TASKS: dict[str, TaskSpec] = {
     "brats2d": TaskSpec("brats_mri_axial_slices_ssl_segmentation", "brats", ("WT", "TC", "ET")),
     "brats3d": TaskSpec("brats_mri_transbts_ssl_segmentation", "brats", ("WT", "TC", "ET")),
     "acdc": TaskSpec("acdc_mri_ssl_segmentation", "multiclass", ("RV", "Myo", "LV")),
+    "la": TaskSpec("la_mri_ssl_segmentation", "binary", ("foreground",)),
 }
 
 #: The benchmarks' bounds, both the registry's ``supervised`` method: on the labelled cases only (``lower_bound``),

@@ -38,7 +38,7 @@ def _configs() -> list[Path]:
 
 
 def test_the_base_is_not_a_bundle_and_every_bundle_links_it():
-    assert "_common" not in list_bundles() and len(list_bundles()) == 4
+    assert "_common" not in list_bundles() and len(list_bundles()) == 5
     for bundle in list_bundles():
         for name in LINKED:
             link = BUNDLES / bundle / "configs" / name
@@ -88,8 +88,21 @@ def test_a_bundle_names_only_its_own_settings():
         assert not copies, (bundle, copies)
 
 
+@pytest.fixture(scope="module")
+def la_data(tmp_path_factory):
+    """A tiny LA-like folder in the UA-MT layout, prepared as the LA bundle's docs say (1 labelled, 1 validation)."""
+    from _ssl4mis import make_la_like
+
+    from medssl.data.ssl4mis import prepare_ssl4mis
+
+    root = tmp_path_factory.mktemp("la_base")
+    make_la_like(root / "raw", cases=4, size=32)
+    prepare_ssl4mis(root / "raw", root / "data", labeled=(1,), num_classes=2, val_from_train=1)
+    return root / "data"
+
+
 def test_training_configs_pass_monais_property_check(workflow, lung_data, brats_data, brats2d_data, acdc_data,
-                                                     tmp_path):  # fmt: skip
+                                                     la_data, tmp_path):  # fmt: skip
     net = {"network_channels": [4, 8, 16, 32], "embed_dim": 16, "num_layers": 1, "num_heads": 2, "mlp_dim": 16}
     data = {
         "lung_vessel_ct_ssl_segmentation": {"dataset_dir": str(lung_data / "data"), "roi_size": [16, 16, 16]},
@@ -98,6 +111,8 @@ def test_training_configs_pass_monais_property_check(workflow, lung_data, brats_
         "brats_mri_axial_slices_ssl_segmentation": {"dataset_dir": str(brats2d_data / "slices"), "roi_size": [32, 32],
                                                     **net},
         "acdc_mri_ssl_segmentation": {"dataset_dir": str(acdc_data), "roi_size": [32, 32]},
+        "la_mri_ssl_segmentation": {"dataset_dir": str(la_data), "labeled_cases": 1, "roi_size": [16, 16, 16],
+                                    "scale": 0.5},
     }  # fmt: skip
     assert set(data) == set(list_bundles())
     for bundle, values in data.items():
@@ -112,7 +127,7 @@ def test_a_renamed_setting_is_refused_with_its_new_name(workflow, lung_data, tmp
     assert re.search("threshold_mode.*renamed.*threshold_scope.*method#cut", str(raised.value.__cause__))
 
 
-def _inference_cases(lung_data, brats_data, brats2d_data, acdc_data):
+def _inference_cases(lung_data, brats_data, brats2d_data, acdc_data, la_data):
     net = {"network_channels": [4, 8, 16, 32], "embed_dim": 16, "num_layers": 1, "num_heads": 2, "mlp_dim": 16}
     return {
         "lung_vessel_ct_ssl_segmentation": {"dataset_dir": str(lung_data / "data" / "imagesTr"),
@@ -121,6 +136,7 @@ def _inference_cases(lung_data, brats_data, brats2d_data, acdc_data):
                                                 "roi_size": [32, 32, 32], **net},
         "brats_mri_axial_slices_ssl_segmentation": {"dataset_dir": str(brats2d_data / "slices"), "roi_size": [32, 32],
                                                     **net},
+        "la_mri_ssl_segmentation": {"dataset_dir": str(la_data / "images"), "roi_size": [16, 16, 16]},
         # the shipped weights
         "acdc_mri_ssl_segmentation": {"dataset_dir": str(acdc_data / "images"),
                                       "bundle_root": str(BUNDLES / "acdc_mri_ssl_segmentation")},
@@ -128,11 +144,11 @@ def _inference_cases(lung_data, brats_data, brats2d_data, acdc_data):
 
 
 def test_inference_configs_pass_monais_property_check(workflow, lung_data, brats_data, brats2d_data, acdc_data,
-                                                      tmp_path):  # fmt: skip
+                                                      la_data, tmp_path):  # fmt: skip
     import torch
     from monai.bundle import ConfigParser
 
-    cases = _inference_cases(lung_data, brats_data, brats2d_data, acdc_data)
+    cases = _inference_cases(lung_data, brats_data, brats2d_data, acdc_data, la_data)
     assert set(cases) == set(list_bundles())
     for bundle, values in cases.items():
         if bundle != "acdc_mri_ssl_segmentation":  # weights of the configured network, as a training run leaves them
