@@ -12,6 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from medssl import __version__
 from medssl.deploy import DeployUnavailableError
 from medssl.errors import DataError, clear_error
 
@@ -35,6 +36,7 @@ _USER_ERRORS = (DataError, ValueError, TypeError, FileNotFoundError, FileExistsE
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``medssl`` command."""
     parser = argparse.ArgumentParser(prog="medssl", description="Semi-supervised medical image segmentation.")
+    parser.add_argument("--version", action="version", version=f"medssl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)

@@ -73,3 +73,11 @@ def test_pseudolabel_override_without_equals_is_refused(capsys):
         build_parser().parse_args(["pseudolabel", "--bundle", "b", "--datalist", "d", "--out", "o", "--override", "x"])
     assert exc.value.code == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    import medssl
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"medssl {medssl.__version__}"

@@ -73,7 +73,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
 
     The terms are combined by :class:`~medssl.losses.SemiSupervisedLoss`; ``engine.state.output[LOSS_TERMS]`` ends
     each iteration as a dict of 0-d tensors (``supervised`` and ``unsupervised`` as weighted in the total, each
-    extra term, ``unsup_weight``) for logging. The output stays one batch-first dict
+    extra term, and ``unsup_weight`` where there is an unlabelled stream) for logging. The output stays one batch-first dict
     (``decollate=False`` by default, since the labelled and unlabelled parts have different batch sizes), and its
     tensors are detached when the iteration ends, so handlers read it as they would a MONAI trainer's output with
     ``from_engine([...])``.
@@ -183,7 +183,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             terms[name] = torch.as_tensor(value).mean()
             total = total + terms[name]
         logged = {name: value.detach() for name, value in terms.items()}
-        logged["unsup_weight"] = torch.as_tensor(weight)
+        if engine._unlabeled is not None:  # a supervised run has no unsupervised weight to log
+            logged["unsup_weight"] = torch.as_tensor(weight)
         out[SSLKeys.LOSS_TERMS] = logged
         return total
 

@@ -83,6 +83,15 @@ def test_loss_is_supervised_plus_weighted_unsupervised():
     assert not trainer.state.output[SSLKeys.PRED].requires_grad  # the graph is released after the step
 
 
+def test_a_supervised_run_logs_no_unsupervised_weight():
+    dl, _ = _loaders()
+    net = _net()
+    trainer = SemiSupervisedTrainer("cpu", 1, dl, net, torch.optim.SGD(net.parameters(), lr=0.0), DiceCELoss(sigmoid=True))
+    trainer.run()
+    terms = trainer.state.output[SSLKeys.LOSS_TERMS]
+    assert "unsup_weight" not in terms and float(terms["supervised"]) > 0
+
+
 def test_warmup_weight_zero_skips_unsupervised_term():
     dl, du = _loaders()
     net = _net()
