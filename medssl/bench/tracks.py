@@ -1,4 +1,5 @@
-"""The real-data tracks: ACDC (the standard semi-supervised benchmark) and the real BraTS folds.
+"""The real-data tracks: ACDC (the standard semi-supervised benchmark), LA 2018 (its 3D counterpart) and the real
+BraTS folds.
 
 Each is a :class:`~medssl.bench.track.Track`: how its data is prepared, the bundle that trains on it, its protocols
 (network size, input size, optimiser, budget) and how a budget becomes bundle settings.
@@ -37,6 +38,37 @@ _ACDC_CPU = {
     "unlabeled_batch_size": 12,
     "num_workers": 0,
 }
+
+def _la_prepare(root: Path, out: Path) -> dict[str, Path]:
+    """LA 2018 in the UA-MT layout: the first 1, 4 and 8 IDs of train.list labelled, the last 8 set aside as the
+    validation volumes (LA has no validation list), the 20 of test.list scored."""
+    from medssl.data.ssl4mis import prepare_ssl4mis
+
+    wanted = {k: out / f"datalist_{k}.json" for k in ("1", "4", "8", "all")}
+    if all(p.is_file() for p in wanted.values()):
+        return wanted
+    return prepare_ssl4mis(root, out, labeled=(1, 4, 8), num_classes=2, val_from_train=LA_VALIDATION)
+
+
+#: LA volumes set aside for validation: the last of train.list.
+LA_VALIDATION = 8
+#: The LA CPU protocol: volumes at half resolution, 64 x 64 x 32 patches (every side a multiple of 16 for the
+#: UNet's four stride-2 levels), the bundle's UNet (16-256 channels) without residual units, AdamW; each iteration
+#: takes 4 patches of one labelled volume and 4 of one unlabelled volume (one volume a batch: at 1 labelled volume a
+#: batch of 2 would be empty).
+_LA_CPU = {
+    "scale": 0.5,
+    "roi_size": [64, 64, 32],
+    "num_res_units": 0,
+    "optimizer_name": "adamw",
+    "learning_rate": 0.001,
+    "batch_size": 1,
+    "unlabeled_batch_size": 1,
+    "num_samples": 4,
+    "sw_batch_size": 4,
+    "num_workers": 0,
+}
+
 
 def _brats_prepare(root: Path, out: Path, folds: int = 4, test_cases: int = 2) -> dict[str, Path]:
     """The real BraTS folds: ``folds`` folds of ``test_cases`` test cases. Of the other cases, in sorted order after
@@ -139,6 +171,26 @@ TRACKS: dict[str, Track] = {
         prepare=_acdc_prepare,
         budget=_iteration_budget,
         default_settings=("3",),
+    ),
+    "la": Track(
+        task="la",
+        protocols={
+            "cpu": Protocol(3000, 200, _LA_CPU, "volumes at half resolution, 64 x 64 x 32 patches, UNet 16-256 (no "
+                            "residual units), 4 + 4 patches of one labelled and one unlabelled volume, AdamW 1e-3 with "
+                            "poly decay, 3000 iterations; scored at full resolution", jobs=2),
+            # the papers' GPU protocol at full resolution, the bundle's defaults (a UNet of the size of their V-Net)
+            "paper": Protocol(6000, 200, {"num_workers": 4, "batch_size": 1, "unlabeled_batch_size": 1,
+                                          "num_samples": 2},
+                              "full resolution, 112 x 112 x 80 patches, UNet 16-256 (2 residual units), 2 + 2 patches "
+                              "a step, SGD 0.01 momentum 0.9 with poly decay, 6000 iterations"),
+            "smoke": Protocol(4, 2, {**_LA_CPU, "roi_size": [16, 16, 16], "network_channels": [4, 8, 16, 32, 64],
+                                     "num_samples": 2},
+                              "half resolution, 16^3 patches, a UNet of 4-64 channels, 4 iterations: a check that "
+                              "the path runs end to end, not a measurement"),
+        },
+        prepare=_la_prepare,
+        budget=_iteration_budget,
+        default_settings=("1",),
     ),
     "brats-real": Track(
         task="brats2d",

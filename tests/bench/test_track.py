@@ -187,3 +187,27 @@ def test_brats_track_runs_with_the_fold_as_seed(brats_folder, tmp_path):
     assert sorted(table["case"]) == sorted(fold2)  # fold 2's two test cases, each scored as a whole volume
     report = write_report("brats-real", "smoke", tmp_path).read_text()
     assert "| method | folds | Dice | WT | TC | ET |" in report and "| lower_bound | 2 |" in report  # a seed is a fold
+
+
+def test_la_track_prepares_the_papers_settings_and_scores_the_four_metrics(tmp_path):
+    """The LA track end to end on synthetic volumes in the UA-MT layout: the first 1, 4 and 8 IDs labelled, the last 8
+    of train.list for validation, a bound and a method trained in the smoke protocol and scored per test volume with
+    Dice, Jaccard, HD95 and ASD."""
+    from _ssl4mis import make_la_like
+
+    from medssl.bench.tracks import LA_VALIDATION
+
+    LA = TRACKS["la"]
+    root = make_la_like(tmp_path / "la", cases=18, size=40)  # 40 x 42 x 36: at half resolution above 16^3
+    datalists = LA.prepare(root, tmp_path / "data")
+    assert set(datalists) == {"1", "4", "8", "all"}
+    one = json.loads(datalists["1"].read_text())
+    assert len(one["training"]) == 1 and len(one["validation"]) == LA_VALIDATION and len(one["unlabeled"]) == 9
+    assert [e["case_id"] for e in one["validation"]] == [f"CASE{i:02d}" for i in range(10, 18)]
+    specs = [RunSpec("lower_bound", "1", 0), RunSpec("fixmatch_t05", "1", 0)]
+    results = run_track(LA, "smoke", specs, root, tmp_path, device="cpu", jobs=1)
+    for r in results:
+        assert r["iterations"] == 4 and 0 <= r["test"]["val_mean_dice"] <= 1
+        assert {"val_jaccard", "val_asd"} <= set(r["test"]), sorted(r["test"])
+    table = pd.read_csv(run_dir_of(tmp_path / "smoke", specs[0]) / "test" / "per_case.csv")
+    assert table["case"].tolist() == ["CASE18"]
