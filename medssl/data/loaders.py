@@ -46,17 +46,26 @@ class StreamSampler(Sampler[int]):
     run resumed at an epoch boundary (its loaders' generators restored from the checkpoint) would draw one
     permutation fewer than the uninterrupted run and shuffle differently from then on; this sampler draws exactly
     one per pass.
+
+    A set smaller than ``min_length`` (the batch size) is repeated, one permutation after another, until a pass holds
+    ``min_length`` items: one labelled volume and a batch of 4 make a batch of 4 draws of that volume (4 random
+    patches), not an empty loader. A set at least that large is passed over once, as above.
     """
 
-    def __init__(self, data_source: Sized, generator: torch.Generator) -> None:
+    def __init__(self, data_source: Sized, generator: torch.Generator, min_length: int = 0) -> None:
         self.data_source = data_source
         self.generator = generator
+        self.min_length = int(min_length)
 
     def __len__(self) -> int:
-        return len(self.data_source)
+        n = len(self.data_source)
+        return max(n, self.min_length) if n else 0
 
     def __iter__(self) -> Iterator[int]:
-        return iter(torch.randperm(len(self.data_source), generator=self.generator).tolist())
+        n, order = len(self.data_source), []
+        while n and len(order) < max(self.min_length, 1):
+            order += torch.randperm(n, generator=self.generator).tolist()
+        return iter(order[: len(self)])
 
 
 def stream_loader(
@@ -67,12 +76,12 @@ def stream_loader(
     Args:
         dataset: the stream's dataset.
         seed, stream: the run's seed and the stream's name.
-        shuffle: a new order every pass (:class:`StreamSampler`); ignored when ``sampler`` is given (a
-            ``DistributedSampler`` in a multi-process run).
+        shuffle: a new order every pass (:class:`StreamSampler`; a set smaller than the batch is repeated to fill
+            one); ignored when ``sampler`` is given (a ``DistributedSampler`` in a multi-process run).
         sampler: a sampler of the caller's.
         kwargs: every other argument of ``DataLoader`` (``batch_size``, ``drop_last``, ``num_workers``, ...).
     """
     generator = stream_generator(seed, stream)
     if sampler is None and shuffle:
-        sampler = StreamSampler(dataset, generator)
+        sampler = StreamSampler(dataset, generator, min_length=kwargs.get("batch_size", 1))
     return DataLoader(dataset, sampler=sampler, generator=generator, **kwargs)

@@ -238,3 +238,15 @@ def test_every_listed_name_is_an_ssl_method_and_the_docs_name_only_those(workflo
         named |= set(re.findall(r"^\| `(\w+)`", table.group(1), flags=re.M)) if table else set()
         named |= set(re.findall(r"`(\w+)`", "".join(re.findall(r"The newer methods work the same way:[^.]*", text))))
         assert named and named <= listed, (bundle, sorted(named - listed))
+
+
+def test_metadata_reports_only_measured_figures():
+    """A bundle that ships weights reports their measured test figures; one that ships none says so and reports
+    none (no placeholder 0.0 to be read as a result)."""
+    for bundle in list_bundles():
+        meta = json.loads((BUNDLES / bundle / "configs" / "metadata.json").read_text())
+        if (BUNDLES / bundle / "models" / "model.pt").is_file():
+            assert meta["eval_metrics"] and all(0 < v for v in meta["eval_metrics"].values()), bundle
+            assert meta["network_settings"], bundle
+        else:
+            assert meta["eval_metrics"] == {} and "no trained weights" in meta["description"], bundle

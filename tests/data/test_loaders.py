@@ -102,3 +102,17 @@ def test_supervised_and_semi_supervised_runs_see_the_same_labelled_batches(tmp_p
     # new random patches every iteration, over two epochs
     assert len(set(seen["supervised"])) == 12
     assert seen["supervised"] == seen["fixmatch_learned"]
+
+
+def test_a_set_smaller_than_the_batch_is_drawn_again_to_fill_it():
+    """One labelled volume and a batch of 4: four draws of it (four random patches), not an empty loader; a set at
+    least the batch's size is passed over once, in one permutation."""
+    one = stream_loader(Dataset([{"image": torch.ones(1, 2, 2)}], RandFlipd("image", prob=0.5, spatial_axis=0)), 0,
+                        "labeled", batch_size=4, drop_last=True)  # fmt: skip
+    assert len(one) == 1 and next(iter(one))["image"].shape[0] == 4
+    three = StreamSampler([0, 1, 2], torch.Generator().manual_seed(0), min_length=4)
+    order = list(three)
+    assert len(order) == 4 and set(order) == {0, 1, 2} and sorted(order[:3]) == [0, 1, 2]
+    five = StreamSampler(list(range(5)), torch.Generator().manual_seed(0), min_length=4)
+    assert sorted(five) == [0, 1, 2, 3, 4]
+    assert list(StreamSampler([], torch.Generator(), min_length=4)) == []
