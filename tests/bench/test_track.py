@@ -198,7 +198,7 @@ def test_la_track_prepares_the_papers_settings_and_scores_the_four_metrics(tmp_p
     from medssl.bench.tracks import LA_VALIDATION
 
     LA = TRACKS["la"]
-    root = make_la_like(tmp_path / "la", cases=18, size=40)  # 40 x 42 x 36: at half resolution above 16^3
+    root = make_la_like(tmp_path / "la", cases=18, size=72)  # 72 x 74 x 68: at half resolution above 32^3
     datalists = LA.prepare(root, tmp_path / "data")
     assert set(datalists) == {"1", "4", "8", "all"}
     one = json.loads(datalists["1"].read_text())

@@ -19,7 +19,7 @@ from medssl.checkpoints import load_state_dict_file
 BUNDLE = "la_mri_ssl_segmentation"
 SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "la_ssl4mis_sample"
 pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"{SAMPLE} is absent (the real LA sample)")
-TINY = {"roi_size": "[16,16,16]", "scale": 0.5, "network_channels": "[4,8,16,32,64]", "num_res_units": 0,
+TINY = {"roi_size": "[32,32,32]", "scale": 0.5, "network_channels": "[4,8,16,32,64]", "num_res_units": 0,
         "batch_size": 1, "unlabeled_batch_size": 1, "num_samples": 2, "num_workers": 0, "iterations": 4,
         "val_interval": 2, "optimizer_name": "adamw", "learning_rate": 0.001, "method#warmup": 0, "method#ramp": 0}
 
@@ -50,8 +50,8 @@ def test_trains_evaluates_and_infers_on_real_volumes(la_data, tmp_path, run_bund
     run_bundle(BUNDLE, ["train.json"], train)
     last = load_state_dict_file(run / "models" / "model_last.pt")
     assert last["trainer"]["iteration"] == 4
-    assert last["settings"] == {"network_channels": [4, 8, 16, 32, 64], "num_res_units": 0, "roi_size": [16, 16, 16],
-                                "scale": 0.5}  # fmt: skip
+    assert last["settings"] == {"network_channels": [4, 8, 16, 32, 64], "num_res_units": 0,
+                                "network_norm": "instance", "roi_size": [32, 32, 32], "scale": 0.5}  # fmt: skip
     assert set(torch.load(run / "models" / "model.pt", weights_only=True)) == set(last["model"])
     curve = pd.read_csv(run / "eval" / "val_curve.csv")
     assert curve["iteration"].tolist() == [2, 4] and curve["val_mean_dice"].between(0, 1).all()
