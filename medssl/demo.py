@@ -381,11 +381,11 @@ def run_demo(
         iterations = cal.iterations
         print(
             f"{cal.per_round:.2f} s per iteration of both methods, {cal.per_validation:.1f} s per validation: "
-            f"{iterations} iterations per method, about {cal.minutes:.0f} minutes in all"
+            f"{iterations} iterations per method, about {cal.minutes:.1f} minutes in all"
         )
         if cal.over_budget:
             print(
-                f"NOTE: this machine needs about {cal.minutes:.0f} minutes, more than --minutes {minutes:g}: the "
+                f"NOTE: this machine needs about {cal.minutes:.1f} minutes, more than --minutes {minutes:g}: the "
                 f"comparison needs at least {MIN_ITERATIONS} iterations per method (fewer show nothing about the "
                 f"unlabelled cases), so the demo runs them rather than shrink the run"
             )
