@@ -160,7 +160,7 @@ def test_inference_configs_pass_monais_property_check(workflow, lung_data, brats
             torch.save(parser.get_parsed_content("network_def").state_dict(), weights)
             values = {**values, "bundle_root": str(tmp_path / bundle)}
         wf = workflow(bundle, ["inference.json"], {**values, "output_dir": str(tmp_path / bundle / "out")})
-        assert not wf.check_properties(), bundle
+        assert wf.check_properties() == [], bundle  # a list (not None): the infer properties were checked
 
 
 @pytest.mark.parametrize("problem, message", [("missing", "no such folder of images"), ("empty", "no \\*.nii.gz image")])
