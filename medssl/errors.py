@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["DataError", "DatalistError", "clear_error", "install_excepthook"]
+__all__ = ["DataError", "DatalistError", "TRACEBACK_ENV", "clear_error", "install_excepthook", "one_line"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -68,21 +68,45 @@ def clear_error(exc: BaseException) -> BaseException | None:
     return found
 
 
-def install_excepthook() -> None:
-    """Repeat medssl's clear message as the last line when an uncaught error ends a program.
+#: Set (to anything but 0 or empty) to print the whole traceback above medssl's clear message.
+TRACEBACK_ENV = "MEDSSL_TRACEBACK"
 
-    Bundle configs call it first in ``initialize``: ``python -m monai.bundle run`` prints the full traceback, whose
-    last line is MONAI's wrapper; the line this hook adds names the file (or argument) and the problem.
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` of ``exc`` on one line. A ``DataLoader`` worker's error arrives with the worker's traceback
+    as its message; its last line is the message the worker raised (``medssl.errors.DataError: path: problem``)."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else ""
+    name = type(exc).__name__
+    for prefix in (f"{type(exc).__module__}.{name}: ", f"{name}: "):
+        if last.startswith(prefix):
+            last = last[len(prefix) :]
+    return f"{name}: {last}"
+
+
+def install_excepthook() -> None:
+    """End a program stopped by bad input with medssl's clear message, not a traceback.
+
+    Bundle configs call it first in ``initialize``. ``python -m monai.bundle run`` would print the whole chain: the
+    medssl error, then MONAI's wrapper (``Failed to evaluate ...``, ``applying transform ...``) with some 40 frames of
+    the config resolver, whose last line does not say what is wrong. When the chain holds an error medssl raised on
+    purpose (:func:`clear_error`), the hook prints two lines instead: that the run stopped on bad input, and
+    ``Type: path: problem``. Other errors (a bug, an interrupt) keep the full traceback, and so does every error with
+    ``MEDSSL_TRACEBACK=1``; the clear message is then repeated as the last line.
     """
     previous = sys.excepthook
     if getattr(previous, "_medssl", False):
         return
 
     def hook(tp: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-        previous(tp, value, tb)
         clear = clear_error(value)
+        if clear is not None and os.environ.get(TRACEBACK_ENV, "") in ("", "0"):
+            print(f"medssl: the run stopped on bad input ({TRACEBACK_ENV}=1 prints the traceback)", file=sys.stderr)
+            print(one_line(clear), file=sys.stderr)
+            return
+        previous(tp, value, tb)
         if clear is not None and clear is not value:
-            print(f"{type(clear).__name__}: {clear}", file=sys.stderr)
+            print(one_line(clear), file=sys.stderr)
 
     hook._medssl = True  # type: ignore[attr-defined]
     sys.excepthook = hook

@@ -8,7 +8,6 @@ environment's packages (MONAI, torch) while ``import medssl`` is the wheel's, no
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,42 +15,18 @@ from pathlib import Path
 
 import pytest
 from _ssl4mis import make_acdc_like
+from _wheel import installed_wheel, run_python
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wheel")
-    source = root / "source"  # a clean copy: setuptools' build/ folder of the checkout may hold deleted modules
-    from medssl.workflows.bundle import _not_shipped
-
-    ignore = lambda folder, names: _not_shipped(folder, names) | {n for n in names if n.endswith(".pyc")}  # noqa: E731
-    source.mkdir()
-    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
-        shutil.copy2(REPO / name, source / name)
-    for name in ("medssl", "bundles"):
-        shutil.copytree(REPO / name, source / name, ignore=ignore)
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), str(source)],
-        capture_output=True, text=True, encoding="utf-8",
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr[-3000:]
-    wheel = next((root / "dist").glob("medssl-*.whl"))
-    install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", str(root / "site"), str(wheel)],
-        capture_output=True, text=True, encoding="utf-8",
-    )  # fmt: skip
-    assert install.returncode == 0, install.stderr[-3000:]
-    env = {**os.environ, "PYTHONPATH": str(root / "site"), "PYTHONWARNINGS": "ignore"}
-    env.pop("MEDSSL_BUNDLES", None)
-    return root, env
+    return installed_wheel(tmp_path_factory)
 
 
 def _run(args, env, cwd, timeout=600):
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, encoding="utf-8", env=env, cwd=cwd, timeout=timeout)
-    assert result.returncode == 0, f"{args}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
+    return run_python(args, env, cwd, timeout)
 
 
 def test_wheel_ships_every_bundle(installed, tmp_path):

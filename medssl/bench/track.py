@@ -184,7 +184,7 @@ def run_one(
         **device_values,
     }
     previous = logging.root.manager.disable
-    if not verbose:  # the bundles log every few iterations; keep the progress bar, warnings and errors
+    if not verbose:  # the bundles log every few iterations; keep warnings, errors (and a progress bar on a terminal)
         logging.disable(logging.INFO)
     try:
         timing = _Timing(run_dir / "timing.json")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from medssl.data.io import read_json, write_json
@@ -58,17 +59,22 @@ def _map_paths(entry: dict[str, Any], fn) -> dict[str, Any]:
     return out
 
 
-def load_datalist(path: str | os.PathLike, check_files: bool = True) -> dict[str, Any]:
+def load_datalist(
+    path: str | os.PathLike, check_files: bool = True, require: Sequence[str] = ("training", "unlabeled")
+) -> dict[str, Any]:
     """Read a datalist and return it with every path made absolute.
 
     Args:
         path: the datalist JSON file.
         check_files: raise if an entry names a file that does not exist.
+        require: lists of which at least one must name a case (training reads ``training`` or ``unlabeled``;
+            inference may read a datalist of ``testing`` cases alone).
 
     Raises:
         DataError: the file is missing or is not JSON.
         DatalistError: a list is not a list of objects, an entry has no image, a training entry has no label,
-            a case id appears twice, or (with ``check_files``) a named file is missing.
+            a case id appears twice, (with ``check_files``) a named file is missing, or no list of ``require``
+            names a case.
     """
     path = Path(path)
     data = read_json(path)
@@ -102,8 +108,8 @@ def load_datalist(path: str | os.PathLike, check_files: bool = True) -> dict[str
                         raise DatalistError(path, f"'{key}' case '{cid}' names a missing file {f}")
             resolved.append(entry)
         out[key] = resolved
-    if not out.get("training") and not out.get("unlabeled"):
-        raise DatalistError(path, "datalist has neither 'training' nor 'unlabeled' cases")
+    if not any(out.get(key) for key in require):
+        raise DatalistError(path, f"datalist names no case in {' or '.join(repr(k) for k in require)}")
     return out
 
 

@@ -41,7 +41,9 @@ class PerCaseMetricsWriter(MetricsSaver):
     MONAI's ``MetricsSaver`` collects each case's file name (and gathers them across processes); its files are one
     ``<metric>_raw.csv`` per metric with channels ``class0..n``. This writes instead ``<prefix>per_case.csv``: one row
     per case (``case``: the file name without its suffix, or the case id of stacked slices) and a column
-    ``<metric>_<channel name>`` per metric and channel, and ``<prefix>summary.csv`` (mean, std, median, min, max of
+    ``<metric>_<channel name>`` per metric and channel, with ``<metric>`` itself, the case's mean over the channels,
+    where there are several (each figure under one name: a per-class metric the evaluator also keeps, e.g.
+    ``val_dice_LV``, saves no details of its own), and ``<prefix>summary.csv`` (mean, std, median, min, max of
     every column, NaNs skipped), both atomically (a crash leaves the previous tables, never half of one).
 
     Args:
@@ -67,6 +69,8 @@ class PerCaseMetricsWriter(MetricsSaver):
             channels = self.channel_names if values.shape[1] == len(self.channel_names) else range(values.shape[1])
             for c, name in enumerate(channels):
                 columns[f"{metric}_{name}"] = values[: len(cases), c].tolist()
+            if values.shape[1] > 1:  # the case's mean over its channels (a channel absent from a case skipped)
+                columns[metric] = torch.nanmean(values[: len(cases)], dim=1).tolist()
         return pd.DataFrame(columns)
 
     def __call__(self, engine: Engine) -> None:

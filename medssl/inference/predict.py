@@ -205,7 +205,7 @@ def datalist_images(datalist: str | os.PathLike, key: str = "testing") -> list[d
     path = Path(datalist)
     if not path.is_file():
         raise DataError(path, "no such datalist of images to segment (pass --dataset_dir FOLDER or --datalist FILE)")
-    content = load_datalist(path)
+    content = load_datalist(path, require=(key, "training", "unlabeled"))
     cases = content.get(key) or (content.get("training") or []) + (content.get("unlabeled") or [])
     if not cases:
         raise DataError(path, f"the datalist names no case to segment (no '{key}', 'training' or 'unlabeled' list)")

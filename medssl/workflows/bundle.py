@@ -18,13 +18,13 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from monai.bundle import ConfigParser
+from typing import TYPE_CHECKING, Any
 
 from medssl.errors import DataError
-from medssl.checkpoints import load_weights, saved_settings
+
+if TYPE_CHECKING:  # torch and MONAI load when a workflow is built: `medssl bundle list` and `export` need neither
+    import torch
+    from monai.bundle import ConfigParser
 
 __all__ = [
     "BundleInference",
@@ -115,6 +115,8 @@ def export_bundle(name: str, out: str | os.PathLike) -> Path:
 
 def device_overrides(device: str | torch.device | None) -> dict[str, Any]:
     """Bundle settings that run it on ``device`` (mixed precision on CUDA); nothing for None (the bundle's choice)."""
+    import torch
+
     if device is None:
         return {}
     dev = torch.device(device)
@@ -204,6 +206,8 @@ def is_torchscript(path: str | os.PathLike) -> bool:
 
 
 def _load_torchscript(path: Path, device: torch.device) -> torch.nn.Module:
+    import torch
+
     try:
         return torch.jit.load(str(path), map_location=device)
     except (RuntimeError, ValueError) as e:
@@ -233,6 +237,10 @@ def load_bundle_inference(
     Raises:
         DataError: the bundle has no such config, or the checkpoint cannot be loaded into its network.
     """
+    from monai.bundle import ConfigParser
+
+    from medssl.checkpoints import load_weights, saved_settings
+
     bundle = bundle_path(bundle)
     config_path = bundle / config_file
     if not config_path.is_file():

@@ -26,7 +26,7 @@ from monai.data import DistributedSampler
 from medssl.handlers.checkpoint import export_model
 from medssl.methods import entry, uses_unlabeled
 
-__all__ = ["init_process_group", "local_device", "data_parallel", "parallel_threshold_head", "unlabeled_sampler", "rank0_only", "shutdown"]
+__all__ = ["init_process_group", "local_device", "data_parallel", "parallel_threshold_head", "unlabeled_sampler", "validation_sampler", "rank0_only", "shutdown"]
 
 
 def init_process_group(device: torch.device) -> None:
@@ -60,6 +60,16 @@ def parallel_threshold_head(head: torch.nn.Module, device: torch.device, ssl_met
 def unlabeled_sampler(ssl_method: str, dataset: Any) -> DistributedSampler | None:
     """Each process's share of the unlabelled images, shuffled, when ``ssl_method`` reads them; else None."""
     return DistributedSampler(dataset, even_divisible=True, shuffle=True) if uses_unlabeled(ssl_method) else None
+
+
+def validation_sampler(dataset: Any) -> DistributedSampler | None:
+    """Each process's share of the validation cases, in order, none of them twice; None (every process validates
+    every case) outside a process group or when there are fewer cases than processes: MONAI's sampler refuses to share them unevenly, padding
+    would count a case twice, and a process with no case would run an empty evaluation. Every case counted once per
+    process leaves the gathered means unchanged."""
+    if not (dist.is_available() and dist.is_initialized()) or len(dataset) < dist.get_world_size():
+        return None
+    return DistributedSampler(dataset, even_divisible=False, shuffle=False)
 
 
 def rank0_only(handlers: Sequence[Any]) -> Sequence[Any] | None:

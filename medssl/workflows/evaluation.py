@@ -110,7 +110,7 @@ def build_evaluator(
         sw_batch_size: windows per forward pass.
         overlap: window overlap.
         inferer: a custom inferer instead of the sliding window.
-        hd95: also compute HD95 (default: True for brats, False for binary).
+        hd95: also compute HD95 (default: True for brats, multi-class and with ``surface``, False for binary).
         output_dir: write ``per_case.csv`` and ``summary.csv`` here after each evaluation.
         checkpoint_dir: keep the best model by ``val_mean_dice`` here as ``model_best.pt``.
         save_dict: objects to checkpoint (default ``{"model": network}``).
@@ -118,7 +118,7 @@ def build_evaluator(
         val_handlers: more handlers.
         class_names: the foreground classes (labels 1..n) of a ``multiclass`` task.
         surface: also the Jaccard index (``val_jaccard``) and the average symmetric surface distance in voxels
-            (``val_asd``), the LA papers' metrics beside Dice and HD95.
+            (``val_asd``), the LA papers' metrics beside Dice and HD95 (on unless ``hd95`` is False).
         largest_component: a binary prediction keeps only its largest connected component before scoring.
     """
     device = resolve_device(device)
@@ -131,8 +131,10 @@ def build_evaluator(
     metrics: dict[str, Any] = {}
     if task != "binary":
         for i, name in enumerate(names):
-            metrics[f"val_dice_{name}"] = MeanDice(include_background=True, output_transform=_channel(first + i))
-    if hd95 or (hd95 is None and task != "binary"):
+            # per case, these are the key metric's channels (val_mean_dice_<name> in per_case.csv): no second copy
+            metrics[f"val_dice_{name}"] = MeanDice(include_background=True, output_transform=_channel(first + i),
+                                                   save_details=False)  # fmt: skip
+    if hd95 or (hd95 is None and (task != "binary" or surface)):
         metrics["val_hd95"] = HausdorffDistance(
             include_background=first == 0, percentile=95, output_transform=from_engine(["pred", "label"]),
             save_details=details,

@@ -23,6 +23,8 @@ from medssl.handlers.checkpoint import AtomicCheckpointSaver
 from medssl.methods import uses_unlabeled
 
 __all__ = [
+    "LOSS_LINES",
+    "loss_cadence",
     "every",
     "validation_handlers",
     "unlabeled_data",
@@ -33,9 +35,32 @@ __all__ = [
 ]
 
 
-def every(n: int) -> bool | Callable[[Engine, Any], bool]:
+#: About this many loss lines per run at most when the cadence is ``"auto"``.
+LOSS_LINES = 100
+
+
+def loss_cadence(total_iterations: int, lines: int = LOSS_LINES) -> int:
+    """Every how many iterations to log the loss so that a run of ``total_iterations`` logs about ``lines`` lines at
+    most: the largest of 1, 2, 5, 10, 20, 50, ... not above ``total_iterations / lines`` (a 4-iteration run logs
+    every iteration, 550 iterations every 5th, 5000 every 50th)."""
+    target = max(1, int(total_iterations) // lines)
+    steps = [decade * f for decade in (1, 10, 100, 1000, 10000) for f in (1, 2, 5)]
+    return max(step for step in steps if step <= target)
+
+
+def every(n: int | str) -> bool | Callable[[Engine, Any], bool]:
     """An iteration filter for a ``StatsHandler``'s ``iteration_log``: every iteration (``True``) for ``n == 1``,
-    else every ``n``-th."""
+    every ``n``-th for a number, and for ``"auto"`` every :func:`loss_cadence` of the run's length (read from the
+    engine when the filter is first called: ``max_epochs x epoch_length``)."""
+    if n == "auto":
+        cadence: dict[str, int] = {}
+
+        def auto(engine: Engine, event: Any) -> bool:
+            if "n" not in cadence:
+                cadence["n"] = loss_cadence((engine.state.max_epochs or 1) * (engine.state.epoch_length or 1))
+            return engine.state.iteration % cadence["n"] == 0
+
+        return auto
     n = int(n)
     return True if n == 1 else (lambda engine, event: engine.state.iteration % n == 0)
 

@@ -11,6 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
+#: The real 3-volume LA 2018 sample in the UA-MT HDF5 layout.
+LA_SAMPLE = REPO.parent / "shared" / "data" / "la_ssl4mis_sample"
 
 
 def _run_bundle(bundle: str, configs: list[str], overrides: dict, timeout: int = 600, env: dict | None = None):
@@ -28,6 +30,25 @@ def _run_bundle(bundle: str, configs: list[str], overrides: dict, timeout: int =
     if result.returncode != 0:
         raise AssertionError(f"bundle run failed ({' '.join(cmd)}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+MULTI_GPU = "['configs/common.json','configs/train.json','configs/multi_gpu_train.json']"
+
+
+def _run_bundle_dist(bundle: str, overrides: dict, port: int, timeout: int = 300) -> str:
+    """The bundle's multi-GPU command (torchrun, 2 processes; gloo on the CPU) in its folder, as its README gives it;
+    checks that both processes finished training and returns the log."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+           "-m", "monai.bundle", "run", "--config_file", MULTI_GPU]  # fmt: skip
+    for key, value in overrides.items():
+        cmd += [f"--{key}", str(value)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(cmd, cwd=BUNDLES / bundle, capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    # both ranks train; only rank 0 logs statistics and writes checkpoints
+    assert log.count("SemiSupervisedTrainer - INFO - Engine run finished") == 2, log[-3000:]
+    return log
 
 
 def _workflow(bundle: str, configs: list[str], overrides: dict):
@@ -111,6 +132,12 @@ def run_bundle():
 
 
 @pytest.fixture
+def run_bundle_dist():
+    """Run a bundle's multi-GPU command with torchrun, 2 processes."""
+    return _run_bundle_dist
+
+
+@pytest.fixture
 def workflow():
     """Build an initialised ``ConfigWorkflow`` of a bundle's configs."""
     return _workflow
@@ -151,3 +178,27 @@ def acdc_data(tmp_path_factory):
     make_acdc_like(root / "raw", patients=8, slices=2, size=32)
     assert main(["prepare", "ssl4mis", "--root", str(root / "raw"), "--out", str(root / "data")]) == 0
     return root / "data"
+
+
+@pytest.fixture(scope="module")
+def la_data(tmp_path_factory):
+    """The sample prepared as the LA docs say (1 labelled, the last training ID for validation), with a copy of the
+    test volume under another name as an unlabelled case, so that a semi-supervised method has one to read (the
+    datalist refuses a case that is both unlabelled and a test case)."""
+    import json
+    import shutil
+
+    from medssl.data.ssl4mis import prepare_ssl4mis
+
+    if not LA_SAMPLE.is_dir():
+        pytest.skip(f"{LA_SAMPLE} is absent (the real LA sample)")
+
+    out = tmp_path_factory.mktemp("la") / "data"
+    prepare_ssl4mis(LA_SAMPLE, out, labeled=(1,), num_classes=2, val_from_train=1)
+    split = json.loads((out / "datalist_1.json").read_text())
+    assert not split["unlabeled"] and len(split["training"]) == len(split["validation"]) == len(split["testing"]) == 1
+    copy = out / "images" / "unlabelled_copy.nii.gz"
+    shutil.copy(out / split["testing"][0]["image"], copy)
+    split["unlabeled"] = [{"image": str(copy), "case_id": "unlabelled_copy"}]
+    (out / "datalist_ssl.json").write_text(json.dumps(split))
+    return out

@@ -84,7 +84,14 @@ def test_every_method_trains_through_the_bundle(acdc_data, tmp_path, method, ext
 def test_cli_train_evaluate_infer_and_verify(acdc_data, tmp_path, run_bundle, bundles_dir):
     out = tmp_path / "run"
     common = {"bundle_root": str(out), "dataset_dir": str(acdc_data), "ssl_method": "supervised", **TINY}
-    run_bundle(BUNDLE, ["train.json"], common)
+    result = run_bundle(BUNDLE, ["train.json"], common)
+    # a log to a file or pipe: no progress-bar redraws, and a short run logs its loss every iteration (it logged
+    # every 50th, none in a short run)
+    log = result.stdout + result.stderr
+    assert "\r" not in log
+    assert [line.split(" - INFO - ")[1].split(" --")[0] for line in log.splitlines() if " -- loss: " in line] == [
+        "Epoch: 1/2, Iter: 1/2", "Epoch: 1/2, Iter: 2/2", "Epoch: 2/2, Iter: 1/2", "Epoch: 2/2, Iter: 2/2"]  # fmt: skip
+    assert "unsup_weight" not in log
     # evaluation scores each test volume once: Dice and HD95 of RV, Myo and LV
     run_bundle(BUNDLE, ["train.json", "evaluate.json"], {**common, "output_dir": str(out / "eval_test")})
     table = pd.read_csv(out / "eval_test" / "per_case.csv")

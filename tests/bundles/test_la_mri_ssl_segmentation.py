@@ -24,24 +24,6 @@ TINY = {"roi_size": "[32,32,32]", "scale": 0.5, "network_channels": "[4,8,16,32,
         "val_interval": 2, "optimizer_name": "adamw", "learning_rate": 0.001, "method#warmup": 0, "method#ramp": 0}
 
 
-@pytest.fixture(scope="module")
-def la_data(tmp_path_factory):
-    """The sample prepared as the LA docs say (1 labelled, the last training ID for validation), with a copy of the
-    test volume under another name as an unlabelled case, so that a semi-supervised method has one to read (the
-    datalist refuses a case that is both unlabelled and a test case)."""
-    from medssl.data.ssl4mis import prepare_ssl4mis
-
-    out = tmp_path_factory.mktemp("la") / "data"
-    prepare_ssl4mis(SAMPLE, out, labeled=(1,), num_classes=2, val_from_train=1)
-    split = json.loads((out / "datalist_1.json").read_text())
-    assert not split["unlabeled"] and len(split["training"]) == len(split["validation"]) == len(split["testing"]) == 1
-    copy = out / "images" / "unlabelled_copy.nii.gz"
-    shutil.copy(out / split["testing"][0]["image"], copy)
-    split["unlabeled"] = [{"image": str(copy), "case_id": "unlabelled_copy"}]
-    (out / "datalist_ssl.json").write_text(json.dumps(split))
-    return out
-
-
 @pytest.mark.parametrize("method", ["fixmatch"])  # the semi-supervised path: weak and strong views, the cut
 def test_trains_evaluates_and_infers_on_real_volumes(la_data, tmp_path, run_bundle, method):
     run = tmp_path / "run"
@@ -61,7 +43,7 @@ def test_trains_evaluates_and_infers_on_real_volumes(la_data, tmp_path, run_bund
     table = pd.read_csv(run / "test" / "per_case.csv")
     case = json.loads((la_data / "datalist_1.json").read_text())["testing"][0]["case_id"]
     assert table["case"].tolist() == [case]
-    for metric in ("val_mean_dice", "val_jaccard", "val_asd"):
+    for metric in ("val_mean_dice", "val_jaccard", "val_hd95", "val_asd"):
         assert any(c.startswith(metric) for c in table.columns), (metric, list(table.columns))
     dice = float(table.filter(like="val_mean_dice").iloc[0, 0])
     jaccard = float(table.filter(like="val_jaccard").iloc[0, 0])

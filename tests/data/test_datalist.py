@@ -55,7 +55,7 @@ def test_duplicate_case_is_refused(tmp_path):
         ({"training": {"image": "x"}}, "list of objects"),
         ({"training": [{"label": "x"}]}, "no 'image'"),
         ({"training": [{"image": "x"}]}, "no 'label'"),
-        ({"validation": []}, "neither"),
+        ({"validation": []}, "names no case in 'training' or 'unlabeled'"),
     ],
 )
 def test_malformed_datalists(tmp_path, obj, word):
@@ -85,3 +85,11 @@ def test_save_makes_paths_relative_and_round_trips(tmp_path):
     out = save_datalist(dl, tmp_path / "out.json")
     assert json.loads(out.read_text())["training"][0] == {"image": "a.nii.gz", "label": "a_seg.nii.gz"}
     assert load_datalist(out) == dl
+
+
+def test_a_datalist_of_test_cases_alone_is_read_where_they_are_asked_for(tmp_path):
+    """Inference reads a datalist of 'testing' cases alone (it was refused: no 'training' nor 'unlabeled' list)."""
+    path = _write(tmp_path, {"testing": [{"image": "a.nii.gz"}]})
+    with pytest.raises(DatalistError, match="names no case"):
+        load_datalist(path, check_files=False)
+    assert load_datalist(path, check_files=False, require=("testing",))["testing"][0]["image"] == str(tmp_path / "a.nii.gz")

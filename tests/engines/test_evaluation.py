@@ -66,7 +66,12 @@ def test_brats_region_dice_and_hd95(tmp_path):
     assert m["val_mean_dice"] == pytest.approx((1.0 + _dice(tc(pred), tc(gt)) + 1.0) / 3)
     assert m["val_hd95"] >= 0
     table = pd.read_csv(tmp_path / "per_case.csv")
-    assert {"val_mean_dice_WT", "val_mean_dice_TC", "val_mean_dice_ET", "val_hd95_TC"} <= set(table.columns)
+    # each figure under one name (there were val_dice_WT_0 ... beside val_mean_dice_WT ...), with the case's mean
+    regions = [f"{m}_{r}" for m in ("val_hd95", "val_mean_dice") for r in ("WT", "TC", "ET")]
+    assert list(table.columns) == ["case", *regions[:3], "val_hd95", *regions[3:], "val_mean_dice"]
+    assert table.loc[0, "val_mean_dice"] == pytest.approx(m["val_mean_dice"])
+    summary = pd.read_csv(tmp_path / "summary.csv", index_col=0)
+    assert summary.loc["val_mean_dice", "mean"] == pytest.approx(m["val_mean_dice"])
     assert (tmp_path / "ckpt" / "model_best.pt").is_file()
 
 

@@ -93,8 +93,11 @@ def bundle_env() -> dict:
     return {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
 
 
-def run_bundle(bundle: str, configs: list[str], overrides: dict, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run a bundle in a subprocess; return the CompletedProcess whatever its exit status."""
+def run_bundle(
+    bundle: str, configs: list[str], overrides: dict, timeout: int = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run a bundle in a subprocess (``env`` added to its environment); return the CompletedProcess whatever its exit
+    status."""
     return subprocess.run(
         bundle_command(bundle, configs, overrides),
         cwd=BUNDLES / bundle,
@@ -103,5 +106,5 @@ def run_bundle(bundle: str, configs: list[str], overrides: dict, timeout: int = 
         encoding="utf-8",
         errors="replace",
         timeout=timeout,
-        env=bundle_env(),
+        env={**bundle_env(), **(env or {})},
     )

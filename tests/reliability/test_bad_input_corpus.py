@@ -1,8 +1,9 @@
 """The bad-input corpus: malformed inputs built on the fly, each run through the command a user runs.
 
 Every case must end with a non-zero exit status and a message naming the file (or argument) and the problem, with no
-traceback for the ``medssl`` command (for ``python -m monai.bundle run``, MONAI prints the traceback and the last line
-is medssl's clear message), must leave its inputs untouched, and must leave no file a later stage would read.
+traceback (for ``python -m monai.bundle run``, the bundles' exception hook prints two lines in place of the traceback:
+that the run stopped on bad input, and medssl's clear message), must leave its inputs untouched, and must leave no
+file a later stage would read.
 docs/reliability.md lists every case with the message the user sees.
 """
 
@@ -486,12 +487,21 @@ def test_bundle_run(make, tmp_path, ctx):
     out_before = {str(p) for p in files_under(case.out)}
     result = run_bundle(case.bundle, case.configs, case.argv)
     assert result.returncode != 0
-    last = result.stderr.strip().splitlines()[-1]
+    *_, stopped, last = result.stderr.strip().splitlines()
     assert last.startswith(("DataError: ", "DatalistError: ", "ValueError: ", "TypeError: ")), result.stderr[-3000:]
     for word in case.words:
         assert word in last, f"{word!r} not in {last!r}"
+    # no traceback above it (there were 40-60 lines of MONAI's config resolver), and where to find one
+    assert "Traceback" not in result.stderr and stopped.startswith("medssl: the run stopped on bad input"), result.stderr
     assert snapshot(*case.inputs) == before, "an input was modified"
     _no_partial_outputs(case.out, out_before)
+
+
+def test_bundle_run_prints_the_traceback_on_request(tmp_path, ctx):
+    case = BUNDLE_CASES[0](tmp_path, ctx)
+    result = run_bundle(case.bundle, case.configs, case.argv, env={"MEDSSL_TRACEBACK": "1"})
+    assert result.returncode != 0 and "Traceback (most recent call last)" in result.stderr
+    assert all(word in result.stderr.strip().splitlines()[-1] for word in case.words)
 
 
 def test_corpus_size():
