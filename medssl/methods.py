@@ -22,27 +22,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from medssl.checks import check_choice, check_renamed
-from medssl.handlers.adaptive_threshold import SelfAdaptiveThreshold
-from medssl.handlers.consistency import MeanTeacherConsistency
-from medssl.handlers.copy_paste import CopyPasteHandler
-from medssl.handlers.ema_teacher import EMATeacher
-from medssl.handlers.gate import LabelledForegroundGate, PseudoLabelGate
-from medssl.handlers.learned_threshold import LearnedThreshold
-from medssl.handlers.offline_pseudo_label import OfflinePseudoLabelHandler
-from medssl.handlers.pseudo_label import PseudoLabelHandler
-from medssl.handlers.pseudo_label_stats import PseudoLabelStatsHandler
-from medssl.handlers.threshold import FixedThreshold, Threshold
-from medssl.handlers.vat import VATHandler
-from medssl.handlers.weak_strong import WeakToStrongHandler
-from medssl.handlers.weight_schedule import UnsupervisedWeightSchedule
-from medssl.networks.layers import encoder_feature_layers
-from medssl.losses.robust import BetaCrossEntropyLoss, GeneralizedCrossEntropyLoss, SymmetricCrossEntropyLoss
-from medssl.losses.semi_supervised import MaskedDiceCELoss
+
+# The pieces (handlers, losses; torch and MONAI with them) are imported by the builders that use them: the registry,
+# its names, settings and descriptions (`medssl methods`, argument checks) load without them.
+if TYPE_CHECKING:
+    from torch import nn
+
+    from medssl.handlers.adaptive_threshold import SelfAdaptiveThreshold
+    from medssl.handlers.ema_teacher import EMATeacher
+    from medssl.handlers.gate import PseudoLabelGate
+    from medssl.handlers.learned_threshold import LearnedThreshold
+    from medssl.handlers.threshold import FixedThreshold, Threshold
 
 __all__ = [
     "READS",
@@ -152,6 +145,8 @@ class SSLMethod:
         Raises:
             ValueError: two pieces share a name.
         """
+        from medssl.handlers.threshold import Threshold
+
         pieces = [(name, name, module) for name, module in self.modules.items()]
         for i, handler in enumerate(self.handlers):
             if hasattr(handler, "state_dict"):
@@ -327,6 +322,9 @@ def describe() -> list[str]:
 
 
 def _schedule(settings: Mapping[str, Any], context: MethodContext) -> list[Any]:
+    from medssl.handlers.gate import LabelledForegroundGate
+    from medssl.handlers.weight_schedule import UnsupervisedWeightSchedule
+
     length = float(context.run_length)
     handlers: list[Any] = [
         UnsupervisedWeightSchedule(
@@ -345,15 +343,21 @@ def _schedule(settings: Mapping[str, Any], context: MethodContext) -> list[Any]:
 
 
 def _gate(settings: Mapping[str, Any]) -> PseudoLabelGate:
+    from medssl.handlers.gate import PseudoLabelGate
+
     return PseudoLabelGate(settings["gate_foreground"], settings["gate_threshold_range"])
 
 
 def _fixed_cut(settings: Mapping[str, Any], context: MethodContext) -> FixedThreshold:
+    from medssl.handlers.threshold import FixedThreshold
+
     """The fixed cut at ``threshold``."""
     return FixedThreshold(settings["threshold"])
 
 
 def _learned_cut(settings: Mapping[str, Any], context: MethodContext) -> LearnedThreshold:
+    from medssl.handlers.learned_threshold import LearnedThreshold
+
     """The learned threshold of paper 000 on the bundle's head, started at the prior.
 
     Raises:
@@ -370,11 +374,13 @@ def _learned_cut(settings: Mapping[str, Any], context: MethodContext) -> Learned
 
 
 def _adaptive_cut(settings: Mapping[str, Any], context: MethodContext) -> SelfAdaptiveThreshold:
+    from medssl.handlers.adaptive_threshold import SelfAdaptiveThreshold
+
     """FreeMatch's self-adaptive class-wise cut, with momentum ``sat_momentum``."""
     return SelfAdaptiveThreshold(settings["sat_momentum"], settings["temperature"])
 
 
-CutBuilder = Callable[[Mapping[str, Any], MethodContext], Threshold]
+CutBuilder = Callable[[Mapping[str, Any], MethodContext], "Threshold"]
 #: The cuts a pseudo-label method can take (the weak-to-strong methods' setting ``cut``), each a builder of a
 #: :class:`~medssl.handlers.threshold.Threshold` from the method's settings: a fixed number (``threshold``), the
 #: Bayesian head's learned threshold (paper 000; ``prior_mu``, ``threshold_fit``, ...), or FreeMatch's self-adaptive
@@ -393,23 +399,32 @@ def _cut(settings: Mapping[str, Any], context: MethodContext, cut: str) -> Thres
 
 def _method(name: str, settings: dict[str, Any], context: MethodContext, handlers: list[Any], loss=None) -> SSLMethod:
     """The method: its schedule (and labelled gate), its own handlers, then the pseudo-label statistics."""
+    from medssl.handlers.pseudo_label_stats import PseudoLabelStatsHandler
+
     all_handlers = _schedule(settings, context) + handlers + [PseudoLabelStatsHandler(patience=settings["collapse_patience"])]
     return SSLMethod(name, settings, REGISTRY[name].reads, all_handlers, loss)
 
 
 def _teacher(settings: Mapping[str, Any], context: MethodContext, restart: bool = False) -> EMATeacher:
+    from medssl.handlers.ema_teacher import EMATeacher
+
     if context.network is None:
         raise ValueError("an EMA teacher needs the network it averages.")
     return EMATeacher(context.network, decay=settings["ema_decay"], restart_when_unsupervised=restart)
 
 
 def _supervised(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
+    from medssl.handlers.gate import LabelledForegroundGate
+
     gate = [LabelledForegroundGate(settings["label_gate"])] if settings["label_gate"] > 0 else []
     return SSLMethod("supervised", settings, READS[0], gate)
 
 
 def _pseudo_label(name: str, cut: str) -> Builder:
     def build(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
+        from medssl.handlers.pseudo_label import PseudoLabelHandler
+        from medssl.losses.semi_supervised import MaskedDiceCELoss
+
         handlers: list[Any] = [_teacher(settings, context)] if settings["source"] == "teacher" else []
         threshold = _cut(settings, context, cut)
         handlers.append(PseudoLabelHandler(threshold, settings["source"], settings["temperature"], _gate(settings)))
@@ -421,6 +436,9 @@ def _pseudo_label(name: str, cut: str) -> Builder:
 
 
 def _robust_loss(settings: Mapping[str, Any]) -> nn.Module:
+    from medssl.losses.robust import BetaCrossEntropyLoss, GeneralizedCrossEntropyLoss, SymmetricCrossEntropyLoss
+    from medssl.losses.semi_supervised import MaskedDiceCELoss
+
     loss = check_choice("robust_loss", settings["robust_loss"], ROBUST_LOSSES)
     if loss == "gce":
         return GeneralizedCrossEntropyLoss(q=settings["q"])
@@ -432,15 +450,23 @@ def _robust_loss(settings: Mapping[str, Any]) -> nn.Module:
 
 
 def _teacher_student(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
+    from medssl.handlers.offline_pseudo_label import OfflinePseudoLabelHandler
+
     return _method("teacher_student", settings, context, [OfflinePseudoLabelHandler()], _robust_loss(settings))
 
 
 def _mean_teacher(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
+    from medssl.handlers.consistency import MeanTeacherConsistency
+
     return _method("mean_teacher", settings, context, [_teacher(settings, context), MeanTeacherConsistency()])
 
 
 def _weak_strong(name: str, views: int) -> Builder:
     def build(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
+        from medssl.handlers.weak_strong import WeakToStrongHandler
+        from medssl.losses.semi_supervised import MaskedDiceCELoss
+        from medssl.networks.layers import encoder_feature_layers
+
         threshold = _cut(settings, context, settings["cut"])
         layers = (settings["perturb_layers"] or encoder_feature_layers(context.network)) if views == 2 else []
         handler = WeakToStrongHandler(threshold, views=views, perturb_layers=layers, dropout=settings["dropout"],
@@ -452,12 +478,17 @@ def _weak_strong(name: str, views: int) -> Builder:
 
 
 def _bcp(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
-    mixer = CopyPasteHandler(settings["side_ratio"], settings["alpha"], dice_batch=context.dice_batch)
+    from medssl.handlers.copy_paste import CopyPasteHandler
+
+    mixer = CopyPasteHandler(settings["side_ratio"], settings["alpha"], dice_batch=context.dice_batch,
+                             labelled_mix=settings["labelled_mix"])  # fmt: skip
     handlers = [_teacher(settings, context, restart=True), mixer]
     return _method("bcp", settings, context, handlers)
 
 
 def _vat(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
+    from medssl.handlers.vat import VATHandler
+
     handler = VATHandler(xi=settings["xi"], eps=settings["eps"], iterations=settings["power_iterations"])
     return _method("vat", settings, context, [handler])
 
@@ -531,8 +562,10 @@ register(
 register(
     Method(
         "bcp", READS[1], "Bai et al., CVPR 2023",
-        {**SCHEDULE, "warmup": 0.25, "ramp": 0.0, "ema_decay": 0.99, "side_ratio": 2 / 3, "alpha": 0.5},
-        _bcp, "bidirectional copy-paste of labelled and unlabelled images, EMA-teacher pseudo-labels",
+        {**SCHEDULE, "warmup": 0.25, "ramp": 0.0, "ema_decay": 0.99, "side_ratio": 2 / 3, "alpha": 0.5,
+         "labelled_mix": True},
+        _bcp, "copy-paste among labelled images in pre-training, then bidirectional copy-paste of labelled and "
+        "unlabelled images with EMA-teacher pseudo-labels",
     )
 )
 register(

@@ -83,10 +83,10 @@ def test_version(capsys):
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"medssl {medssl.__version__}"
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["bundle", "list"]])
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["bundle", "list"], ["methods"]])
 def test_commands_that_need_no_network_import_neither_torch_nor_monai(argv):
-    """Start-up time: building every command's parser, ``--version`` and ``bundle list`` import neither torch nor
-    MONAI (about 8 s of imports on a 2-core machine; ``bundle list`` imported both)."""
+    """Start-up time: building every command's parser, ``--version``, ``bundle list`` and ``methods`` import neither
+    torch nor MONAI (about 8 s of imports on a 2-core machine; ``bundle list`` and ``methods`` imported both)."""
     code = (
         "import sys, runpy; sys.argv = ['medssl', *sys.argv[1:]]\n"
         "try:\n    runpy.run_module('medssl', run_name='__main__')\nexcept SystemExit:\n    pass\n"

@@ -1,7 +1,8 @@
 """Bidirectional copy-paste (BCP, Bai et al., CVPR 2023), the leading method on ACDC and LA.
 
-A supervised pre-training stage (the unsupervised weight is 0: plain supervised training), then self-training on
-mixed images only. Each iteration splits the labelled batch into halves ``a``, ``b`` and the unlabelled batch into
+A supervised pre-training stage (the unsupervised weight is 0) on labelled images pasted into each other (the labelled
+batch's halves ``a``, ``b``: ``a`` outside, ``b`` inside a box; as BCP's ``pre_train`` does, half as many mixed images
+as labelled ones, their labels mixed alike, the plain supervised loss), then self-training on mixed images only. Each iteration splits the labelled batch into halves ``a``, ``b`` and the unlabelled batch into
 ``ua``, ``ub`` and pastes a random box (2/3 of each side) both ways:
 
 - ``ua`` outside, ``a`` inside the box: labelled by the EMA teacher's pseudo-label of ``ua`` outside and ``a``'s label
@@ -36,6 +37,8 @@ class CopyPasteHandler:
         side_ratio: the box's side as a share of each image side (BCP: 2/3).
         alpha: weight of the pseudo-labelled voxels in the loss (BCP's ``u_weight``: 0.5).
         dice_batch: pool the loss's Dice over the batch (2D slices; see :class:`medssl.methods.MethodContext`).
+        labelled_mix: in pre-training, train on labelled images pasted into each other (BCP's recipe); False trains
+            on the labelled images as they are.
 
     Raises:
         ValueError: an argument out of range.
@@ -44,9 +47,12 @@ class CopyPasteHandler:
     left out train nothing that iteration, and an iteration with no pair is supervised only.
     """
 
-    def __init__(self, side_ratio: float = 2 / 3, alpha: float = 0.5, dice_batch: bool = False) -> None:
+    def __init__(
+        self, side_ratio: float = 2 / 3, alpha: float = 0.5, dice_batch: bool = False, labelled_mix: bool = True
+    ) -> None:
         self.side_ratio = check_in_range("side_ratio", side_ratio, 0.0, 1.0, low_inclusive=False)
         self.alpha = check_in_range("alpha", alpha, 0.0, 1.0)
+        self.labelled_mix = bool(labelled_mix)
         self.loss = MaskedDiceCELoss(batch=dice_batch)
 
     def attach(self, engine: Engine) -> None:
@@ -58,6 +64,12 @@ class CopyPasteHandler:
         out = engine.state.output
         if float(getattr(engine.state, "unsup_weight", 0.0)) <= 0 or out.get(SSLKeys.UNLABELED_IMAGE) is None:
             out[SSLKeys.UNLABELED_IMAGE] = None  # pre-training: supervised only, no unlabelled pass
+            if self.labelled_mix and len(out[SSLKeys.IMAGE]) >= 2:
+                x, y = out[SSLKeys.IMAGE], out[SSLKeys.LABEL]
+                h = len(x) // 2
+                box = box_mask(h, x.shape[2:], self.side_ratio, device=x.device)
+                out[SSLKeys.IMAGE] = box_mix(x[:h], x[h : 2 * h], box)
+                out[SSLKeys.LABEL] = box_mix(y[:h], y[h : 2 * h], box)
             return
         x, y, u = out[SSLKeys.IMAGE], out[SSLKeys.LABEL], out[SSLKeys.UNLABELED_IMAGE]
         teacher = out.get(SSLKeys.TEACHER_PRED)

@@ -99,14 +99,30 @@ def test_copy_paste_label_is_the_box_composition_of_its_sources():
     assert out[SSLKeys.SUPERVISED_WEIGHT] == 0.0 and out[SSLKeys.LOSS_TERMS]["copy_paste"] > 0
 
 
-def test_copy_paste_pretraining_is_supervised_only():
+@pytest.mark.parametrize("labelled_mix", [False, True])
+def test_copy_paste_pretraining_is_supervised_only(labelled_mix):
+    """Pre-training reads no unlabelled image; with BCP's labelled copy-paste it trains on labelled images pasted
+    into each other (``a`` outside, ``b`` inside the box), half as many as the labelled batch, labels mixed alike."""
     engine = _engine(unsup_weight=0.0)
-    engine.state.output = {SSLKeys.IMAGE: torch.zeros(2, 1, 4, 4), SSLKeys.LABEL: torch.zeros(2, 1, 4, 4),
-                           SSLKeys.UNLABELED_IMAGE: torch.ones(2, 1, 4, 4)}  # fmt: skip
-    CopyPasteHandler().attach(engine)
+    x = torch.cat([torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8)])  # halves a (0) and b (1)
+    y = torch.cat([torch.full((2, 1, 8, 8), 2.0), torch.full((2, 1, 8, 8), 3.0)])
+    engine.state.output = {SSLKeys.IMAGE: x, SSLKeys.LABEL: y, SSLKeys.UNLABELED_IMAGE: torch.ones(4, 1, 8, 8)}
+    CopyPasteHandler(side_ratio=0.5, labelled_mix=labelled_mix).attach(engine)
     engine.fire_event(SSLEvents.INPUTS_READY)
-    assert engine.state.output[SSLKeys.UNLABELED_IMAGE] is None
-    assert torch.equal(engine.state.output[SSLKeys.IMAGE], torch.zeros(2, 1, 4, 4))
+    out = engine.state.output
+    assert out[SSLKeys.UNLABELED_IMAGE] is None
+    if not labelled_mix:
+        assert out[SSLKeys.IMAGE] is x and out[SSLKeys.LABEL] is y
+        return
+    image, label = out[SSLKeys.IMAGE], out[SSLKeys.LABEL]
+    assert image.shape == label.shape == (2, 1, 8, 8)
+    inside = image == 1  # b pasted into a: a box of half of each side
+    assert inside.float().mean() == pytest.approx(0.25)
+    assert torch.equal(label[inside], torch.full_like(label[inside], 3.0))
+    assert torch.equal(label[~inside], torch.full_like(label[~inside], 2.0))
+    engine.state.output = {SSLKeys.IMAGE: x[:1], SSLKeys.LABEL: y[:1], SSLKeys.UNLABELED_IMAGE: None}
+    engine.fire_event(SSLEvents.INPUTS_READY)  # one labelled image: nothing to paste, trained as it is
+    assert engine.state.output[SSLKeys.IMAGE].shape[0] == 1
 
 
 def test_copy_paste_cuts_a_short_last_batch_to_even_pairs():
