@@ -137,7 +137,10 @@ def write_report(track_name: str, protocol: str, out: str | Path) -> Path:
         raise FileNotFoundError(f"{root}: no finished run (result.json) to report")
     with atomic_path(root / "runs.csv") as tmp:
         runs.to_csv(tmp, index=False)
-    classes = list(TASKS[track.task].channels)
+    channels = list(TASKS[track.task].channels)
+    classes = channels if len(channels) > 1 else []  # a binary task's one channel is its Dice
+    # the LA papers' surface metrics beside Dice and HD95, where the runs have them
+    surface = [(key, name) for key, name in (("jaccard", "Jaccard"), ("asd", "ASD")) if key in runs and runs[key].notna().any()]
     proto = track.protocols[protocol]
     lines = [f"# {track_name}, protocol `{protocol}`", "", f"{proto.description}. Every method trains the same "
              "number of iterations; the checkpoint with the best validation Dice (per volume) is scored once on the "
@@ -152,7 +155,8 @@ def write_report(track_name: str, protocol: str, out: str | Path) -> Path:
         part = runs[(runs.setting == setting) | (runs.method == UPPER)]
         lines += [f"## labelled setting {setting}", ""]
         head = ["method", f"{track.replicate}s", "Dice", *classes]
-        head += ["HD95", "best val Dice", "gap closed", "beats lower", "against the paired control", "CPU h"]
+        head += ["HD95", *(name for _, name in surface), "best val Dice", "gap closed", "beats lower",
+                 "against the paired control", "CPU h"]  # fmt: skip
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for method in order:
             sel = part[part.method == method]
@@ -161,7 +165,9 @@ def write_report(track_name: str, protocol: str, out: str | Path) -> Path:
             gaps = gap_closed(runs, method, setting) if method not in (LOWER, UPPER) else pd.DataFrame()
             cells = [method, ",".join(str(int(s)) for s in sorted(sel.seed)), _mean_sd(sel.mean_dice)]
             cells += [_mean_sd(sel[f"dice_{c}"]) if f"dice_{c}" in sel else "-" for c in classes]
-            cells += [_mean_sd(sel["hd95"], "{:.1f}") if "hd95" in sel else "-", _mean_sd(sel.best_val_dice)]
+            cells += [_mean_sd(sel["hd95"], "{:.1f}") if "hd95" in sel else "-"]
+            cells += [_mean_sd(sel[key], "{:.3f}" if key == "jaccard" else "{:.2f}") for key, _ in surface]
+            cells += [_mean_sd(sel.best_val_dice)]
             paired = paired_difference(runs, method, setting) if method not in (LOWER, UPPER, PAIRED) else None
             cells += [_mean_sd(gaps.closed, "{:.0%}") if not gaps.empty else "",
                       " ".join("yes" if b else "no" for b in gaps.beats_lower) if not gaps.empty else "",

@@ -208,6 +208,9 @@ def test_la_track_prepares_the_papers_settings_and_scores_the_four_metrics(tmp_p
     results = run_track(LA, "smoke", specs, root, tmp_path, device="cpu", jobs=1)
     for r in results:
         assert r["iterations"] == 4 and 0 <= r["test"]["val_mean_dice"] <= 1
-        assert {"val_jaccard", "val_asd"} <= set(r["test"]), sorted(r["test"])
+        assert {"val_jaccard", "val_hd95", "val_asd"} <= set(r["test"]), sorted(r["test"])
     table = pd.read_csv(run_dir_of(tmp_path / "smoke", specs[0]) / "test" / "per_case.csv")
     assert table["case"].tolist() == ["CASE18"]
+    # the report carries the four metrics; the binary task's one channel is not repeated as a column
+    report = write_report("la", "smoke", tmp_path).read_text()
+    assert "| method | seeds | Dice | HD95 | Jaccard | ASD | best val Dice |" in report, report
