@@ -481,7 +481,7 @@ def _bcp(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
     from medssl.handlers.copy_paste import CopyPasteHandler
 
     mixer = CopyPasteHandler(settings["side_ratio"], settings["alpha"], dice_batch=context.dice_batch,
-                             labelled_mix=settings["labelled_mix"])  # fmt: skip
+                             labelled_mix=settings["labelled_mix"], largest_component=settings["largest_component"])  # fmt: skip
     handlers = [_teacher(settings, context, restart=True), mixer]
     return _method("bcp", settings, context, handlers)
 
@@ -563,7 +563,7 @@ register(
     Method(
         "bcp", READS[1], "Bai et al., CVPR 2023",
         {**SCHEDULE, "warmup": 0.25, "ramp": 0.0, "ema_decay": 0.99, "side_ratio": 2 / 3, "alpha": 0.5,
-         "labelled_mix": True},
+         "labelled_mix": True, "largest_component": False},
         _bcp, "copy-paste among labelled images in pre-training, then bidirectional copy-paste of labelled and "
         "unlabelled images with EMA-teacher pseudo-labels",
     )

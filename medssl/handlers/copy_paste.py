@@ -25,9 +25,19 @@ from medssl.engines.keys import SSLEvents, SSLKeys
 from medssl.losses.semi_supervised import MaskedDiceCELoss
 from medssl.transforms.mixing import box_mask, box_mix
 
-__all__ = ["CopyPasteHandler"]
+__all__ = ["CopyPasteHandler", "largest_components"]
 
 _WEIGHT = "copy_paste_weight"
+
+
+def largest_components(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``labels`` (``(batch, 1, *spatial)``, values ``0..num_classes-1``) with each foreground class of each image
+    kept only in its largest connected component (MONAI's ``KeepLargestConnectedComponent``, classes independent);
+    the rest becomes background."""
+    from monai.transforms import KeepLargestConnectedComponent
+
+    keep = KeepLargestConnectedComponent(applied_labels=list(range(1, num_classes)), is_onehot=False, independent=True)
+    return torch.stack([torch.as_tensor(keep(item)).to(labels) for item in labels])
 
 
 class CopyPasteHandler:
@@ -39,6 +49,9 @@ class CopyPasteHandler:
         dice_batch: pool the loss's Dice over the batch (2D slices; see :class:`medssl.methods.MethodContext`).
         labelled_mix: in pre-training, train on labelled images pasted into each other (BCP's recipe); False trains
             on the labelled images as they are.
+        largest_component: keep only the largest connected component of each class of the teacher's pseudo-labels
+            (each image of the batch on its own: 2D slices in 2D, volumes in 3D), as BCP's code does (``nms=1``; its
+            paper does not say so); voxels outside it become background.
 
     Raises:
         ValueError: an argument out of range.
@@ -48,11 +61,17 @@ class CopyPasteHandler:
     """
 
     def __init__(
-        self, side_ratio: float = 2 / 3, alpha: float = 0.5, dice_batch: bool = False, labelled_mix: bool = True
+        self,
+        side_ratio: float = 2 / 3,
+        alpha: float = 0.5,
+        dice_batch: bool = False,
+        labelled_mix: bool = True,
+        largest_component: bool = False,
     ) -> None:
         self.side_ratio = check_in_range("side_ratio", side_ratio, 0.0, 1.0, low_inclusive=False)
         self.alpha = check_in_range("alpha", alpha, 0.0, 1.0)
         self.labelled_mix = bool(labelled_mix)
+        self.largest_component = bool(largest_component)
         self.loss = MaskedDiceCELoss(batch=dice_batch)
 
     def attach(self, engine: Engine) -> None:
@@ -82,6 +101,8 @@ class CopyPasteHandler:
             return
         x, y, u, teacher = x[:n], y[:n], u[:n], teacher[:n]
         plab = teacher.argmax(dim=1, keepdim=True).to(y.dtype) if teacher.shape[1] > 1 else (teacher > 0).to(y.dtype)
+        if self.largest_component:
+            plab = largest_components(plab, max(teacher.shape[1], 2))
         h = len(x) // 2
         box = box_mask(h, x.shape[2:], self.side_ratio, device=x.device)
         ones = torch.ones_like(box)

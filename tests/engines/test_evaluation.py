@@ -38,6 +38,22 @@ def test_binary_dice_matches_known_overlap(tmp_path):
     assert summary.loc["val_mean_dice_foreground", "mean"] == pytest.approx(0.75)
 
 
+@pytest.mark.parametrize("largest_component, dice", [(False, 2 * 64 / (64 + 80)), (True, 1.0)])
+def test_largest_component_drops_a_stray_blob_before_scoring(largest_component, dice):
+    """The LA bundle's ``largest_component``: a 16-voxel false blob apart from the 64-voxel true one is dropped
+    (it failed on the CPU before: MONAI's connected components need scikit-image, now a dependency)."""
+    g = np.zeros((1, 16, 16), np.float32)
+    g[0, 2:10, 2:10] = 1
+    p = g.copy()
+    p[0, 12:16, 12:16] = 1
+    evaluator = build_evaluator(
+        DataLoader([_case(np.where(p > 0, 10.0, -10.0), g, "a")], batch_size=1), torch.nn.Identity(),
+        roi_size=(16, 16), task="binary", device="cpu", largest_component=largest_component,
+    )  # fmt: skip
+    evaluator.run()
+    assert evaluator.state.metrics["val_mean_dice"] == pytest.approx(dice)
+
+
 def test_brats_region_dice_and_hd95(tmp_path):
     gt = np.zeros((16, 16), np.int64)
     gt[2:12, 2:12] = 2  # edema

@@ -343,3 +343,32 @@ def test_schedule_starts_when_validation_dice_is_worth_learning_from():
     resumed = UnsupervisedWeightSchedule(start_dice=0.7, evaluator=evaluator, warmup=10)
     resumed.load_state_dict(schedule.state_dict())
     assert resumed.start == 3.0
+
+
+def test_largest_components_keeps_each_class_largest_blob_per_image():
+    from medssl.handlers.copy_paste import largest_components
+
+    labels = torch.zeros(2, 1, 8, 8)
+    labels[0, 0, :3, :3] = 1  # class 1: a 9-voxel blob and a 1-voxel one
+    labels[0, 0, 7, 7] = 1
+    labels[0, 0, 5:7, 0:2] = 2  # class 2: one blob of 4, kept whole
+    labels[1, 0, 6, 6] = 1  # the second image: one voxel, its own largest component
+    kept = largest_components(labels, 3)
+    assert kept[0, 0, 7, 7] == 0 and kept[0, 0, :3, :3].eq(1).all() and kept[0, 0, 5:7, 0:2].eq(2).all()
+    assert kept[1].sum() == 1 and kept.shape == labels.shape
+
+
+def test_copy_paste_can_keep_the_largest_component_of_the_pseudo_labels():
+    x, u = torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8)
+    teacher = torch.full((2, 1, 8, 8), -5.0)  # one sigmoid channel: background ...
+    teacher[:, :, :4, :4] = 5.0  # ... but a 16-voxel atrium
+    teacher[:, :, 7, 7] = 5.0  # and a stray voxel
+    engine = _engine(unsup_weight=1.0)
+    engine.state.output = {SSLKeys.IMAGE: x, SSLKeys.LABEL: torch.zeros(2, 1, 8, 8), SSLKeys.UNLABELED_IMAGE: u,
+                           SSLKeys.TEACHER_PRED: teacher}  # fmt: skip
+    CopyPasteHandler(side_ratio=0.25, largest_component=True).attach(engine)
+    engine.fire_event(SSLEvents.INPUTS_READY)
+    out = engine.state.output
+    outside = out[SSLKeys.IMAGE][0] == 1  # the first mixed image: unlabelled outside the box, pseudo-labelled there
+    label = out[SSLKeys.LABEL][0]
+    assert label[outside].sum() <= 16 and (not outside[0, 7, 7] or label[0, 7, 7] == 0)
