@@ -471,8 +471,9 @@ def _weak_strong(name: str, views: int) -> Builder:
         layers = (settings["perturb_layers"] or encoder_feature_layers(context.network)) if views == 2 else []
         handler = WeakToStrongHandler(threshold, views=views, perturb_layers=layers, dropout=settings["dropout"],
                                       cutmix_prob=settings["cutmix_prob"], temperature=settings["temperature"],
-                                      gate=_gate(settings))  # fmt: skip
-        return _method(name, settings, context, [handler], MaskedDiceCELoss(batch=context.dice_batch))
+                                      gate=_gate(settings), source=settings["source"])  # fmt: skip
+        teacher = [_teacher(settings, context)] if settings["source"] == "teacher" else []
+        return _method(name, settings, context, [*teacher, handler], MaskedDiceCELoss(batch=context.dice_batch))
 
     return build
 
@@ -539,7 +540,7 @@ register(
 )
 _WEAK_STRONG = {**SCHEDULE, "warmup": 0.0, "ramp": 0.0, "threshold": 0.95, "cut": "fixed", **LEARNED,
                 "sat_momentum": 0.999, "temperature": 1.0, "cutmix_prob": 0.5, "dropout": 0.5, "perturb_layers": None,
-                **GATE}  # fmt: skip
+                **GATE, **SOURCE}  # fmt: skip
 register(
     Method(
         "fixmatch", READS[1], "Sohn et al., NeurIPS 2020", _WEAK_STRONG, _weak_strong("fixmatch", 1),
@@ -547,9 +548,10 @@ register(
         uses_head=True, strong_views=1,
     ),
     # fixmatch_t05: the fixed cut at the ACDC prior's mean, to tell the learned threshold from a low cut;
-    # fixmatch_sat: FreeMatch's self-adaptive class-wise cut (without its fairness loss)
+    # fixmatch_sat: FreeMatch's self-adaptive class-wise cut (without its fairness loss);
+    # fixmatch_t05_ema: fixmatch_t05 with the EMA teacher's pseudo-labels of the weak view
     variants={"fixmatch": {}, "fixmatch_learned": {"cut": "learned"}, "fixmatch_t05": {"threshold": 0.5},
-              "fixmatch_sat": {"cut": "adaptive"}},
+              "fixmatch_sat": {"cut": "adaptive"}, "fixmatch_t05_ema": {"threshold": 0.5, "source": "teacher"}},
 )
 register(
     Method(

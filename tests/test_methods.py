@@ -176,3 +176,18 @@ def test_a_missing_or_shared_name_is_an_error():
     twice = SSLMethod("toy", {}, READS[1], [UnsupervisedWeightSchedule(), UnsupervisedWeightSchedule()])
     with pytest.raises(ValueError, match="two pieces with state named 'weight_schedule'"):
         twice.state_dict()
+
+
+def test_weak_to_strong_takes_the_ema_teacher_as_its_source():
+    """A composition, not new code: FixMatch (cut 0.5) with the EMA teacher's pseudo-labels attaches the teacher
+    before the weak-to-strong handler, which reads ``TEACHER_PRED``."""
+    from medssl.handlers.weak_strong import WeakToStrongHandler
+
+    net = UNet(2, 1, 3, channels=(4, 8), strides=(2,))
+    built = build_method("fixmatch_t05_ema", network=net, run_length=10, unit="iterations")
+    kinds = [type(h) for h in built.handlers]
+    assert kinds.index(EMATeacher) < kinds.index(WeakToStrongHandler)
+    handler = built.handlers[kinds.index(WeakToStrongHandler)]
+    assert handler.source == "teacher" and built.settings["threshold"] == 0.5
+    plain = build_method("fixmatch_t05", network=net, run_length=10, unit="iterations")
+    assert EMATeacher not in [type(h) for h in plain.handlers]

@@ -6,7 +6,9 @@ strongly augmented copies (``image_strong1``, ``image_strong2``: intensity, cont
 joint forward pass), kept where its confidence exceeds a cut (a :class:`~medssl.handlers.threshold.Threshold`: fixed,
 learned by the Bayesian threshold head of paper 000, :class:`~medssl.handlers.learned_threshold.LearnedThreshold`, or
 FreeMatch's self-adaptive one); the loss is on the **strong** views, each CutMixed with another image of the batch
-(the pseudo-label and its mask mixed by the same box).
+(the pseudo-label and its mask mixed by the same box). With ``source="teacher"`` the pseudo-label is an EMA
+teacher's prediction of the weak view (:class:`~medssl.handlers.EMATeacher`, attached before; the cut is computed as
+for the student's, as :class:`~medssl.handlers.PseudoLabelHandler` does).
 
 - FixMatch: one strong view; its loss is the trainer's unsupervised loss.
 - UniMatch: two strong views (each its own CutMix) and the feature-perturbation stream: the weak images through the
@@ -26,9 +28,10 @@ from ignite.engine import Engine
 from monai.engines.utils import IterationEvents
 import torch.nn.functional as F
 
-from medssl.checks import check_in_range, check_positive
+from medssl.checks import check_choice, check_in_range, check_positive
 from medssl.engines.keys import SSLKeys
 from medssl.handlers.gate import PseudoLabelGate
+from medssl.handlers.pseudo_label import SOURCES
 from medssl.handlers.threshold import Threshold
 from medssl.transforms.mixing import box_mix, random_area_box_mask
 from medssl.transforms.thresholding import confident_pseudo_labels
@@ -52,6 +55,7 @@ class WeakToStrongHandler:
         fp_weight: weight of the feature-perturbation loss, relative to the first strong view's (UniMatch: 2).
         temperature: logits are divided by it before the softmax/sigmoid.
         gate: a :class:`PseudoLabelGate`, or None.
+        source: ``"student"`` (the prediction of the trainer's weak pass) or ``"teacher"`` (``TEACHER_PRED``).
 
     Raises:
         ValueError: ``views`` not 1 or 2, or an argument out of range.
@@ -68,6 +72,7 @@ class WeakToStrongHandler:
         fp_weight: float = 2.0,
         temperature: float = 1.0,
         gate: PseudoLabelGate | None = None,
+        source: str = "student",
     ) -> None:
         if views not in (1, 2):
             raise ValueError(f"views must be 1 (FixMatch) or 2 (UniMatch), got {views}.")
@@ -80,6 +85,7 @@ class WeakToStrongHandler:
         self.fp_weight = check_positive("fp_weight", fp_weight, strict=False)
         self.temperature = check_positive("temperature", temperature)
         self.gate = gate
+        self.source = check_choice("source", source, SOURCES)
         self._perturb = False
 
     def attach(self, engine: Engine) -> None:
@@ -117,8 +123,11 @@ class WeakToStrongHandler:
         weak = out.get(SSLKeys.UNLABELED_PRED)
         if weak is None:
             return
+        cut_from = out.get(SSLKeys.TEACHER_PRED) if self.source == "teacher" else weak
+        if cut_from is None:
+            raise RuntimeError("source='teacher' needs an EMATeacher handler attached before this one")
         threshold, terms = self.threshold(engine, weak)
-        pseudo, mask = confident_pseudo_labels(weak, Threshold.as_map(threshold, weak.ndim), self.temperature)
+        pseudo, mask = confident_pseudo_labels(cut_from, Threshold.as_map(threshold, weak.ndim), self.temperature)
         out[SSLKeys.THRESHOLD] = threshold
         weight = float(getattr(engine.state, "unsup_weight", 1.0))
         ranged = threshold if self.threshold.range_gated else None

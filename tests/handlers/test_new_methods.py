@@ -372,3 +372,23 @@ def test_copy_paste_can_keep_the_largest_component_of_the_pseudo_labels():
     outside = out[SSLKeys.IMAGE][0] == 1  # the first mixed image: unlabelled outside the box, pseudo-labelled there
     label = out[SSLKeys.LABEL][0]
     assert label[outside].sum() <= 16 and (not outside[0, 7, 7] or label[0, 7, 7] == 0)
+
+
+def test_weak_to_strong_from_the_ema_teacher_cuts_the_teachers_weak_prediction():
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(1, 3, 3, padding=1)
+    weak = torch.rand(2, 1, 8, 8)
+    engine = _engine(net, unsup_weight=1.0)
+    engine.unsup_loss_function = __import__("medssl.losses", fromlist=["MaskedDiceCELoss"]).MaskedDiceCELoss()
+    engine.state.unlabeled_batch = {"image": weak, STRONG_KEYS[0]: weak * 0.5}
+    handler = WeakToStrongHandler(FixedThreshold(0.4), views=1, cutmix_prob=0.0, source="teacher")
+    handler.attach(engine)
+    teacher = torch.randn(2, 3, 8, 8) * 3
+    engine.state.output = {SSLKeys.UNLABELED_IMAGE: weak, SSLKeys.UNLABELED_PRED: net(weak), SSLKeys.TEACHER_PRED: teacher}
+    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+    expected, mask = confident_pseudo_labels(teacher, 0.4)
+    assert torch.equal(engine.state.output[SSLKeys.PSEUDO_LABEL], expected)
+    assert torch.equal(engine.state.output[SSLKeys.PSEUDO_MASK], mask)
+    engine.state.output = {SSLKeys.UNLABELED_IMAGE: weak, SSLKeys.UNLABELED_PRED: net(weak)}
+    with pytest.raises(RuntimeError, match="EMATeacher"):
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
