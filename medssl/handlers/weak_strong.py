@@ -11,7 +11,8 @@ teacher's prediction of the weak view (:class:`~medssl.handlers.EMATeacher`, att
 for the student's, as :class:`~medssl.handlers.PseudoLabelHandler` does).
 
 - FixMatch: one strong view; its loss is the trainer's unsupervised loss.
-- UniMatch: two strong views (each its own CutMix) and the feature-perturbation stream: the weak images through the
+- UniMatch: two strong views (each its own CutMix, both through the network in one pass, as its code does) and the
+  feature-perturbation stream: the weak images through the
   network again with channel dropout (p = 0.5) on the encoder's features, supervised by the same pseudo-labels.
   UniMatch's loss ``(L_s1 + L_s2) / 4 + L_fp / 2`` is ``max_weight * (L_s1 + L_s2 + 2 L_fp)`` with ``max_weight``
   0.25: the trainer weights ``L_s1``, this handler hands over ``strong2`` and ``feature_perturbation`` with the same
@@ -107,16 +108,24 @@ class WeakToStrongHandler:
         drop = F.dropout2d if output.ndim == 4 else F.dropout3d  # channel dropout, as UniMatch's Dropout2d
         return drop(output, self.dropout, training=True)
 
-    def _strong(self, engine: Engine, key: str, pseudo: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _mixed(self, engine: Engine, key: str, pseudo: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The strong view ``key`` CutMixed with another image of the batch, with its pseudo-label and mask."""
         batch = engine.state.unlabeled_batch
         if not isinstance(batch, dict) or key not in batch:
             raise KeyError(f"the unlabelled batch has no '{key}': the method needs strong views from the loader "
                            "(the bundle's unlabelled pre-processing with strong_views)")  # fmt: skip
         image = batch[key].to(engine.state.device)
         box = random_area_box_mask(image.shape[0], image.shape[2:], prob=self.cutmix_prob, device=image.device)
-        mixed = (box_mix(t, t.roll(1, 0), box) for t in (image, pseudo, mask))
-        image, pseudo, mask = mixed
-        return engine.inferer(image, engine.network), pseudo, mask
+        image, pseudo, mask = (box_mix(t, t.roll(1, 0), box) for t in (image, pseudo, mask))
+        return image, pseudo, mask
+
+    def _strong_views(self, engine: Engine, pseudo: torch.Tensor, mask: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """``(prediction, pseudo-label, mask)`` of each strong view. UniMatch's two views go through the network in
+        one pass, as its code does (``model(torch.cat((img_u_s1, img_u_s2)))``: batch norm normalises them
+        together)."""
+        views = [self._mixed(engine, key, pseudo, mask) for key in STRONG_KEYS[: self.views]]
+        preds = engine.inferer(torch.cat([image for image, _, _ in views]), engine.network).chunk(len(views))
+        return [(pred, p, m) for pred, (_, p, m) in zip(preds, views)]
 
     def __call__(self, engine: Engine) -> None:
         out = engine.state.output
@@ -136,11 +145,10 @@ class WeakToStrongHandler:
             terms.pop("kl", None)
         elif weight > 0:  # the strong passes cost as much as the weak one: none during the warm-up
             loss = engine.unsup_loss_function
-            out[SSLKeys.UNLABELED_PRED], out[SSLKeys.PSEUDO_LABEL], out[SSLKeys.PSEUDO_MASK] = self._strong(
-                engine, STRONG_KEYS[0], pseudo, mask
-            )
-            if self.views == 2:
-                pred, p2, m2 = self._strong(engine, STRONG_KEYS[1], pseudo, mask)
+            first, *second = self._strong_views(engine, pseudo, mask)
+            out[SSLKeys.UNLABELED_PRED], out[SSLKeys.PSEUDO_LABEL], out[SSLKeys.PSEUDO_MASK] = first
+            if second:
+                pred, p2, m2 = second[0]
                 terms["strong2"] = weight * self.strong2_weight * loss(pred, p2, mask=m2)
             if self.perturb_layers:
                 self._perturb = True

@@ -179,7 +179,11 @@ def test_unimatch_adds_a_second_view_and_the_feature_perturbation_stream():
     handler.attach(engine)
     net.train()
     engine.state.output = {SSLKeys.UNLABELED_IMAGE: weak, SSLKeys.UNLABELED_PRED: net(weak)}
+    batches = []
+    hook = net.register_forward_hook(lambda module, inputs, output: batches.append(inputs[0].shape[0]))
     engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+    hook.remove()
+    assert batches == [4, 2]  # the two strong views in one pass (as UniMatch's code), then the perturbed weak one
     terms = engine.state.output[SSLKeys.LOSS_TERMS]
     assert set(terms) >= {"strong2", "feature_perturbation"} and all(float(t) > 0 for t in terms.values())
     with torch.no_grad():  # the dropout only acts in the perturbed pass
