@@ -1,9 +1,13 @@
 """Speed benchmark: what semi-supervised training and medssl's inference cost, measured side by side, as ratios.
 
-Three phases, each in its own fresh process so that each gets its own peak memory:
+Five phases, each in its own fresh process so that each gets its own peak memory:
 
 - ``train``: one training iteration of each semi-supervised method against the supervised iteration with the same
   number of images in the batch, with the lung-vessel bundle's network (:mod:`medssl.bench.speed_train`);
+- ``train_la``: the same at the LA track's CPU protocol (its UNet without residual units, instance norm, 64 x 64 x 32
+  patches, 4 labelled + 4 unlabelled), the cost of each method in the runs of ``medssl bench accuracy --track la``;
+- ``validate_la``: one validation pass of those runs (8 volumes of LA's size, zoomed to half resolution, sliding
+  window, Dice), set beside the training iterations between two passes;
 - ``infer_ct``: sliding-window inference on a 1x256x256x200 CT-sized volume with the lung-vessel bundle's UNet;
 - ``infer_brats``: the same on a 4x240x240x155 BraTS volume with the 3D TransBTS bundle's network.
 
@@ -30,15 +34,15 @@ from typing import Any
 import torch
 
 from medssl.bench.measure import machine_info, matmul_gflops, max_rss_bytes, mib
-from medssl.workflows.sizes import BRATS_ROI, LUNG_ROI, brats_network, lung_network
-from medssl.bench.speed_infer import bench_inference
+from medssl.workflows.sizes import BRATS_ROI, LA_CPU, LA_CPU_ROI, LUNG_ROI, brats_network, la_network, lung_network
+from medssl.bench.speed_infer import bench_inference, bench_validation
 from medssl.bench.speed_report import targets, write_report
 from medssl.bench.speed_train import bench_training
 from medssl.data.io import read_json
 
 __all__ = ["PHASES", "default_config", "config_from_args", "run_benchmark", "merge_reports", "run_speed"]
 
-PHASES = ("train", "infer_ct", "infer_brats")
+PHASES = ("train", "train_la", "validate_la", "infer_ct", "infer_brats")
 
 
 def _phase(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +60,20 @@ def _phase(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
             device, roi=cfg["train_roi"], n_labeled=cfg["n_labeled"], n_unlabeled=cfg["n_unlabeled"],
             repeats=cfg["train_repeats"], warmup=cfg.get("train_warmup", 2), robust_loss=cfg["robust_loss"],
         )
+    elif name == "train_la":
+        channels = cfg["la_channels"]
+        result = bench_training(
+            device, roi=cfg["la_roi"], n_labeled=cfg["la_n_labeled"], n_unlabeled=cfg["la_n_unlabeled"],
+            repeats=cfg["train_repeats"], warmup=cfg.get("train_warmup", 2), robust_loss=cfg["robust_loss"],
+            network_fn=lambda: la_network(channels), feature_channels=2 * channels[0],
+            network_name="LA UNet, CPU protocol",
+        )  # fmt: skip
+    elif name == "validate_la":
+        result = bench_validation(
+            device, la_network(cfg["la_channels"]), cfg["la_shape"], cfg["la_roi"], scale=cfg["la_scale"],
+            volumes=cfg["la_val_volumes"], sw_batch_size=cfg["la_sw_batch_size"], repeats=cfg["la_val_repeats"],
+        )  # fmt: skip
+        result["val_interval"] = cfg["la_val_interval"]
     elif name == "infer_ct":
         result = bench_inference(
             device, lung_network(), cfg["ct_shape"], cfg["ct_roi"], sw_batch_size=cfg["ct_sw_batch_size"],
@@ -83,6 +101,21 @@ def _run_phase_isolated(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
         return pool.submit(_phase, name, cfg).result()
 
 
+# The LA track's CPU protocol (medssl.bench.tracks "la"/"cpu"): LA volumes are about 190 x 140 x 88 voxels, 8 of them
+# validate, every 200 iterations.
+_LA = {
+    "la_channels": list(LA_CPU.channels), "la_roi": list(LA_CPU_ROI), "la_n_labeled": 4, "la_n_unlabeled": 4,
+    "la_shape": [1, 190, 140, 88], "la_scale": 0.5, "la_val_volumes": 8, "la_sw_batch_size": 4, "la_val_repeats": 2,
+    "la_val_interval": 200,
+}  # fmt: skip
+# instance norm needs more than one voxel at the UNet's bottom: 32^3 patches, 4 levels
+_LA_QUICK = {
+    "la_channels": [4, 8, 16, 32], "la_roi": [32, 32, 32], "la_n_labeled": 2, "la_n_unlabeled": 2,
+    "la_shape": [1, 48, 40, 32], "la_scale": 0.5, "la_val_volumes": 2, "la_sw_batch_size": 4, "la_val_repeats": 1,
+    "la_val_interval": 200,
+}  # fmt: skip
+
+
 def default_config(quick: bool = False) -> dict[str, Any]:
     """The benchmark's settings: the issue's sizes, or tiny ones with ``quick`` (for tests and smoke runs)."""
     if quick:
@@ -91,14 +124,14 @@ def default_config(quick: bool = False) -> dict[str, Any]:
             "train_roi": [32, 32, 32], "n_labeled": 2, "n_unlabeled": 2, "train_repeats": 1, "train_warmup": 1,
             "ct_shape": [1, 48, 48, 40], "ct_roi": [32, 32, 32], "ct_sw_batch_size": 4, "infer_repeats": 1,
             "brats_shape": [4, 32, 32, 32], "brats_roi": [32, 32, 32], "brats_sw_batch_size": 2, "brats_repeats": 1,
-            "matmul_size": 2048,
+            "matmul_size": 2048, **_LA_QUICK,
         }  # fmt: skip
     return {
         "device": "auto", "threads": None, "phases": list(PHASES), "robust_loss": "gce",
         "train_roi": list(LUNG_ROI), "n_labeled": 2, "n_unlabeled": 2, "train_repeats": 7, "train_warmup": 2,
         "ct_shape": [1, 256, 256, 200], "ct_roi": list(LUNG_ROI), "ct_sw_batch_size": 4, "infer_repeats": 2,
         "brats_shape": [4, 240, 240, 155], "brats_roi": list(BRATS_ROI), "brats_sw_batch_size": 2,
-        "brats_repeats": 1, "matmul_size": 2048,
+        "brats_repeats": 1, "matmul_size": 2048, **_LA,
     }  # fmt: skip
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from medssl.bench.measure import PeakRSS, count_flops, matmul_gflops, median, mib, timed
 
-__all__ = ["bench_inference"]
+__all__ = ["bench_inference", "bench_validation"]
 
 
 class _WindowCounter(nn.Module):
@@ -192,3 +192,45 @@ def _bf16_check(network: nn.Module, window_batch: torch.Tensor, device: torch.de
         ratios.append(t32 / t16)
     agreement = _agreement(outs["fp32"].float(), outs["bf16"].float())
     return {"speed_vs_fp32": round(median(ratios), 3), **agreement}
+
+
+def bench_validation(
+    device: torch.device,
+    network: nn.Module,
+    shape: Sequence[int],
+    roi: Sequence[int],
+    scale: float = 1.0,
+    volumes: int = 8,
+    sw_batch_size: int = 4,
+    repeats: int = 2,
+) -> dict[str, Any]:
+    """Seconds of one validation pass as a bundle runs it during training: ``volumes`` volumes of ``shape``
+    (C, *spatial), each through the bundle's sliding window at a zoom of ``scale``
+    (:class:`~medssl.inference.scaled.ScaledSlidingWindowInferer`, gaussian blending) and scored by the evaluator of
+    :func:`~medssl.workflows.evaluation.build_evaluator` (binary Dice, the LA bundle's validation metric).
+    """
+    from medssl.inference.scaled import ScaledSlidingWindowInferer
+    from medssl.workflows.evaluation import build_evaluator
+
+    network = network.to(device)
+    cases = []
+    for i in range(volumes):
+        image = _volume(shape, seed=i)
+        cases.append({"image": image, "label": (image[:, :1] > 0.55).float()})
+    inferer = ScaledSlidingWindowInferer(roi, scale, device, sw_batch_size=sw_batch_size)
+    evaluator = build_evaluator(cases, network, roi, task="binary", device=device, inferer=inferer)
+    evaluator.run()  # first-call allocations and kernel selection are not timed
+    times = [timed(evaluator.run, device)[0] for _ in range(repeats)]
+    zoomed = [max(1, round(s * scale)) for s in shape[1:]]
+    return {
+        "shape": list(shape),
+        "scale": scale,
+        "zoomed_shape": zoomed,
+        "roi": list(roi),
+        "volumes": volumes,
+        "sw_batch_size": sw_batch_size,
+        "repeats": repeats,
+        "seconds": [round(t, 3) for t in times],
+        "median_s": round(median(times), 3),
+        "median_s_per_volume": round(median(times) / volumes, 3),
+    }

@@ -8,7 +8,7 @@ from typing import Any
 
 from medssl.data.io import atomic_path, write_json
 
-__all__ = ["SSL_TARGET", "MATMUL_TARGET", "targets", "to_markdown", "write_report"]
+__all__ = ["SSL_TARGET", "MATMUL_TARGET", "targets", "to_markdown", "validation_share", "write_report"]
 
 #: a semi-supervised iteration costs at most this many supervised ones (with as many images) ...
 SSL_TARGET = 1.15
@@ -56,23 +56,12 @@ def to_markdown(report: dict[str, Any]) -> str:
             if cpu != m["cpu"]:
                 where += "; another machine: compare its figures with this run's as ratios only"
         lines += [f"Phase `{name}` is kept from an earlier run ({kept['date']}; {where}).", ""]
-    train = report["phases"].get("train")
-    if train:
-        roi = "x".join(map(str, train["roi"]))
-        lines += [
-            f"## Training iteration (lung-vessel UNet, {train['images_per_iteration']} patches of {roi} per iteration: "
-            f"supervised {train['images_per_iteration']} labelled; SSL {train['n_labeled']} labelled + "
-            f"{train['n_unlabeled']} unlabelled; median of {train['repeats']} interleaved rounds)",
-            "",
-            "| method | median s / iteration | ratio to supervised (median) | ratio per round, min-max |",
-            "|---|---|---|---|",
-        ]
-        for name, r in train["methods"].items():
-            label = f"{name} ({train['robust_loss']})" if name == "teacher_student" else name
-            spread = f"{min(r['ratios']):.2f}-{max(r['ratios']):.2f}" if r.get("ratios") else "-"
-            lines.append(f"| {label} | {r['median_s']:.3f} | {r['ratio_to_supervised']:.3f} | {spread} |")
-        lines += [f"\nPeak RSS of the training process: {train['process_peak_rss_mib']} MiB "
-                  f"(after imports: {train['rss_after_imports_mib']} MiB).", ""]  # fmt: skip
+    for name in ("train", "train_la"):
+        if name in report["phases"]:
+            lines += _training_table(report["phases"][name])
+    val = report["phases"].get("validate_la")
+    if val:
+        lines += _validation_lines(val, report["phases"].get("train_la"))
     infer = [(n, report["phases"][n]) for n in ("infer_ct", "infer_brats") if n in report["phases"]]
     if infer:
         lines += [
@@ -120,6 +109,50 @@ def to_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {name} {t['target']} | {t['value']} | {'yes' if t['met'] else 'no'} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _training_table(train: dict[str, Any]) -> list[str]:
+    roi = "x".join(map(str, train["roi"]))
+    lines = [
+        f"## Training iteration ({train.get('network', 'lung-vessel UNet')}, {train['images_per_iteration']} patches "
+        f"of {roi} per iteration: supervised {train['images_per_iteration']} labelled; SSL {train['n_labeled']} "
+        f"labelled + {train['n_unlabeled']} unlabelled; median of {train['repeats']} interleaved rounds)",
+        "",
+        "| method | median s / iteration | ratio to supervised (median) | ratio per round, min-max |",
+        "|---|---|---|---|",
+    ]
+    for name, r in train["methods"].items():
+        label = f"{name} ({train['robust_loss']})" if name == "teacher_student" else name
+        spread = f"{min(r['ratios']):.2f}-{max(r['ratios']):.2f}" if r.get("ratios") else "-"
+        lines.append(f"| {label} | {r['median_s']:.3f} | {r['ratio_to_supervised']:.3f} | {spread} |")
+    lines += [f"\nPeak RSS of the training process: {train['process_peak_rss_mib']} MiB "
+              f"(after imports: {train['rss_after_imports_mib']} MiB).", ""]  # fmt: skip
+    return lines
+
+
+def validation_share(val: dict[str, Any], seconds_per_iteration: float) -> float:
+    """The fraction of a run's time that validation takes: one pass every ``val["val_interval"]`` iterations of
+    ``seconds_per_iteration`` each."""
+    training = val["val_interval"] * seconds_per_iteration
+    return val["median_s"] / (val["median_s"] + training)
+
+
+def _validation_lines(val: dict[str, Any], train: dict[str, Any] | None) -> list[str]:
+    shape, zoomed = "x".join(map(str, val["shape"][1:])), "x".join(map(str, val["zoomed_shape"]))
+    lines = [
+        f"## Validation pass (LA CPU protocol: {val['volumes']} volumes of {shape}, zoomed to {zoomed}, sliding "
+        f"window {'x'.join(map(str, val['roi']))}, sw batch {val['sw_batch_size']}, Dice; median of "
+        f"{val['repeats']})",
+        "",
+        f"One pass: {val['median_s']:.2f} s ({val['median_s_per_volume']:.2f} s a volume); a run validates every "
+        f"{val['val_interval']} iterations.",
+    ]
+    if train:
+        lines += ["", "| method | validation's share of a run |", "|---|---|"]
+        for name, r in train["methods"].items():
+            lines.append(f"| {name} | {100 * validation_share(val, r['median_s']):.1f}% |")
+    lines += [f"\nPeak RSS of the validation process: {val['process_peak_rss_mib']} MiB.", ""]
+    return lines
 
 
 def write_report(report: dict[str, Any], out: str | os.PathLike) -> tuple[Path, Path]:

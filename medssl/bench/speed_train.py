@@ -51,14 +51,23 @@ def _train_batches(
     return labelled, unlabelled
 
 
-def _build_trainer(name: str, network: nn.Module, device: torch.device, n_l: int, n_u: int, roi, robust_loss: str):
+def _build_trainer(
+    name: str,
+    network: nn.Module,
+    device: torch.device,
+    n_l: int,
+    n_u: int,
+    roi: Sequence[int],
+    robust_loss: str,
+    feature_channels: int,
+):
     from monai.losses import DiceCELoss
 
     from medssl.engines import SemiSupervisedTrainer
     from medssl.networks import ThresholdHead
 
     # the lung bundle's threshold head (per image, prior N(0.7, 0.15^2)); the schedule at full weight from the start
-    head = ThresholdHead(3, in_channels=LUNG_BUNDLE.feature_channels, scope="per_image")
+    head = ThresholdHead(3, in_channels=feature_channels, scope="per_image")
     method = build_method(
         name, {"warmup": 0, "ramp": 0, "prior_mu": 0.7, "prior_std": 0.15, "robust_loss": robust_loss},
         network=network, head=head, feature_layer=LUNG_FEATURE_LAYER, run_length=1, unit="iterations",
@@ -100,19 +109,23 @@ def bench_training(
     warmup: int = 2,
     robust_loss: str = "gce",
     network_fn: Callable[[], nn.Module] = lung_network,
+    feature_channels: int = LUNG_BUNDLE.feature_channels,
+    network_name: str = "lung-vessel UNet",
 ) -> dict[str, Any]:
     """Seconds per training iteration of each method, measured in interleaved rounds.
 
     The supervised iteration has ``n_labeled + n_unlabeled`` labelled images; the others ``n_labeled`` labelled and
     ``n_unlabeled`` unlabelled. Batches are made in memory (the data pipeline runs in loader workers, off this
-    path). Each method trains its own copy of the same initial network.
+    path). Each method trains its own copy of the same initial network (``network_fn``, whose layer ``model.1`` has
+    ``feature_channels`` channels for the threshold head).
     """
     if "supervised" not in methods:
         raise ValueError(f"methods must include 'supervised' (the reference), got {list(methods)}.")
     torch.manual_seed(0)
     base = network_fn().to(device)
     trainers = {
-        m: _build_trainer(m, copy.deepcopy(base), device, n_labeled, n_unlabeled, roi, robust_loss) for m in methods
+        m: _build_trainer(m, copy.deepcopy(base), device, n_labeled, n_unlabeled, roi, robust_loss, feature_channels)
+        for m in methods
     }
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -126,6 +139,7 @@ def bench_training(
             times[m].append(timed(lambda: _one_iteration(trainers[m]), device)[0])
     sup = times["supervised"]
     result: dict[str, Any] = {
+        "network": network_name,
         "roi": list(roi),
         "images_per_iteration": n_labeled + n_unlabeled,
         "n_labeled": n_labeled,

@@ -112,19 +112,37 @@ def _inference_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _Timing:
-    """Wall-clock and CPU seconds of a run, summed over the sittings it took, saved after every epoch."""
+    """Wall-clock and CPU seconds of a run, summed over the sittings it took, saved after every epoch; with
+    :meth:`watch`, also the wall-clock seconds and the number of the validation passes among them."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         old = read_json(path) if path.is_file() else {}
         self.base_wall, self.base_cpu = float(old.get("wall_seconds", 0.0)), float(old.get("cpu_seconds", 0.0))
+        self.val_seconds, self.val_passes = float(old.get("val_seconds", 0.0)), int(old.get("val_passes", 0))
         self.sittings = int(old.get("sittings", 0)) + 1
         self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        self._val0: float | None = None
+
+    def watch(self, evaluator: Any) -> None:
+        """Count the passes of ``evaluator`` (an ignite engine) and their wall-clock seconds."""
+        evaluator.add_event_handler(Events.STARTED, self._val_started)
+        evaluator.add_event_handler(Events.COMPLETED, self._val_completed)
+
+    def _val_started(self, *_: Any) -> None:
+        self._val0 = time.perf_counter()
+
+    def _val_completed(self, *_: Any) -> None:
+        if self._val0 is not None:
+            self.val_seconds += time.perf_counter() - self._val0
+            self.val_passes, self._val0 = self.val_passes + 1, None
 
     def totals(self) -> dict[str, Any]:
         return {
             "wall_seconds": round(self.base_wall + time.perf_counter() - self.wall0, 1),
             "cpu_seconds": round(self.base_cpu + time.process_time() - self.cpu0, 1),
+            "val_seconds": round(self.val_seconds, 1),
+            "val_passes": self.val_passes,
             "sittings": self.sittings,
             "threads": torch.get_num_threads(),
         }
@@ -192,6 +210,7 @@ def run_one(
         wf = config_workflow(bundle, ["train.json"], values)
         wf.initialize()
         trainer = wf.parser.get_parsed_content("train#trainer")
+        timing.watch(wf.parser.get_parsed_content("validate#evaluator"))
         trainer.add_event_handler(Events.EPOCH_COMPLETED, timing.save)
         wf.run()
         timing.save()

@@ -36,7 +36,7 @@ def collect(root: str | Path) -> pd.DataFrame:
     for path in sorted(root.glob(_RESULTS)):
         r = read_json(path)
         row = {k: r.get(k) for k in ("method", "setting", "seed", "iterations", "best_val_dice", "best_val_iteration")}
-        row.update({k: r.get(k) for k in ("wall_seconds", "cpu_seconds", "sittings")})
+        row.update({k: r.get(k) for k in ("wall_seconds", "cpu_seconds", "sittings", "val_seconds", "val_passes")})
         row.update({k.removeprefix("val_"): v for k, v in r["test"].items()})
         row["run_dir"] = path.parent.relative_to(root).as_posix()
         rows.append(row)
@@ -178,6 +178,12 @@ def write_report(track_name: str, protocol: str, out: str | Path) -> Path:
     lines += ["Convergence of the upper bound:", ""] + flat
     lines += ["", f"CPU time of the {len(runs)} runs: {runs.cpu_seconds.sum() / 3600:.1f} h "
               f"(wall-clock {runs.wall_seconds.sum() / 3600:.1f} h, runs side by side counted separately).", ""]  # fmt: skip
+    timed = runs[runs.val_passes.fillna(0) > 0] if "val_passes" in runs else runs.iloc[:0]
+    if not timed.empty:  # runs recorded before medssl timed validation have no val_passes
+        per_pass = timed.val_seconds.sum() / timed.val_passes.sum()
+        share = timed.val_seconds.sum() / timed.wall_seconds.sum()
+        lines += [f"Validation in the {len(timed)} runs that timed it: {per_pass:.1f} s a pass, {share:.1%} of their "
+                  "wall-clock time.", ""]  # fmt: skip
     with atomic_path(root / "table.md") as tmp:
         tmp.write_text("\n".join(lines))
     _plot_curves(runs, root)

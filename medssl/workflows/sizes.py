@@ -1,10 +1,11 @@
 """The networks and patch sizes that the demo and the benchmarks train and time, written out once.
 
-Two networks, each at several sizes: the lung-vessel bundle's MONAI UNet and the BraTS bundles' TransBTS. A size
-is what a bundle's ``train.json`` takes as overrides (:meth:`RunSize.overrides`, for the demo and the accuracy
+Two networks, each at several sizes: the lung-vessel (and LA) bundles' MONAI UNet and the BraTS bundles' TransBTS. A
+size is what a bundle's ``train.json`` takes as overrides (:meth:`RunSize.overrides`, for the demo and the accuracy
 presets) and what the speed benchmark builds directly (:meth:`LungUNet.build`, :meth:`TransBTSSize.build`).
-:data:`LUNG_BUNDLE` and :data:`BRATS_BUNDLE` are the bundles' own networks (their ``network_def``); medssl never
-imports ``bundles/``, and tests/bench/test_speed.py checks these against the bundles' configs.
+:data:`LUNG_BUNDLE` and :data:`BRATS_BUNDLE` are the bundles' own networks (their ``network_def``), :data:`LA_CPU`
+the LA bundle's with the LA track's CPU-protocol settings; medssl never imports ``bundles/``, and
+tests/bench/test_speed.py checks these against the bundles' configs.
 """
 
 from __future__ import annotations
@@ -24,23 +25,28 @@ __all__ = [
     "LUNG_FEATURE_LAYER",
     "BRATS_BUNDLE",
     "BRATS_ROI",
+    "LA_CPU",
+    "LA_CPU_ROI",
     "DEMO_LUNG",
     "SMALL_LUNG",
     "SMALL_BRATS2D",
     "lung_network",
+    "la_network",
     "brats_network",
 ]
 
 
 @dataclass(frozen=True)
 class LungUNet:
-    """The lung-vessel bundle's network, MONAI UNet 1 -> 1 channel with batch norm, at a size."""
+    """The lung-vessel bundle's network, MONAI UNet 1 -> 1 channel with batch norm, at a size (the LA bundle's is the
+    same UNet with instance norm)."""
 
     channels: tuple[int, ...]
     strides: tuple[int, ...]
     num_res_units: int
     #: channels of the feature layer the threshold head reads (the bundle's ``feature_channels``)
     feature_channels: int = 32
+    norm: str = "batch"
 
     def overrides(self) -> dict[str, Any]:
         """The bundle settings of this size."""
@@ -56,7 +62,7 @@ class LungUNet:
         from monai.networks.nets import UNet
 
         return UNet(3, 1, 1, channels=self.channels, strides=self.strides, num_res_units=self.num_res_units,
-                    norm="batch")  # fmt: skip
+                    norm=self.norm)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,10 @@ LUNG_ROI = (96, 96, 96)
 LUNG_FEATURE_LAYER = "model.1"
 BRATS_BUNDLE = TransBTSSize((16, 32, 64, 128), embed_dim=512, num_layers=4, num_heads=8, mlp_dim=4096)
 BRATS_ROI = (128, 128, 128)
+#: The LA track's CPU protocol (medssl.bench.tracks): the LA bundle's UNet without residual units, 64 x 64 x 32
+#: patches of the volumes at half resolution, a patch of each of 4 labelled and 4 unlabelled volumes a step.
+LA_CPU = LungUNet((16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=0, norm="instance")
+LA_CPU_ROI = (64, 64, 32)
 
 #: ``medssl demo``: the lung-vessel bundle at a size that trains in minutes on a CPU: 48^3 patches, a 4-level UNet.
 DEMO_LUNG = RunSize(LungUNet((16, 32, 64, 128), (2, 2, 2), num_res_units=1), (48, 48, 48), batch_size=2,
@@ -137,6 +147,15 @@ SMALL_BRATS2D = RunSize(TransBTSSize((8, 16, 32, 64), embed_dim=64, num_layers=1
 def lung_network() -> nn.Module:
     """The lung-vessel CT bundle's network: MONAI UNet, 1 -> 1 channel, 16-256 channels, 2 residual units."""
     return LUNG_BUNDLE.build()
+
+
+def la_network(channels: Sequence[int] = LA_CPU.channels) -> nn.Module:
+    """The LA track's CPU-protocol network (:data:`LA_CPU`), or the same UNet with other ``channels`` (tiny tests)."""
+    size = LA_CPU if tuple(channels) == LA_CPU.channels else LungUNet(
+        tuple(channels), LA_CPU.strides[: len(channels) - 1], num_res_units=0, feature_channels=2 * channels[0],
+        norm="instance",
+    )  # fmt: skip
+    return size.build()
 
 
 def brats_network(roi_size: Sequence[int] = BRATS_ROI) -> nn.Module:

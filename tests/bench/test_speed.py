@@ -20,7 +20,7 @@ TINY = {
     "train_roi": [16, 16, 16], "n_labeled": 2, "n_unlabeled": 2, "train_repeats": 1,
     "ct_shape": [1, 32, 32, 24], "ct_roi": [16, 16, 16], "ct_sw_batch_size": 4, "infer_repeats": 1,
     "brats_shape": [4, 16, 16, 16], "brats_roi": [16, 16, 16], "brats_sw_batch_size": 2, "brats_repeats": 1,
-    "matmul_size": 256,
+    "matmul_size": 256, **speed._LA_QUICK,
 }  # fmt: skip
 
 
@@ -72,6 +72,12 @@ def test_report_fields(report):
         # the rewrites change nothing beyond float rounding
         assert r["agreement"]["max_abs_prob_diff"] < 1e-4 and r["agreement"]["dice"] > 0.999
         assert r["process_peak_rss_mib"] >= r["rss_after_imports_mib"] > 0
+    la = report["phases"]["train_la"]
+    assert set(la["methods"]) == set(speed_train.TRAIN_METHODS) and la["network"].startswith("LA UNet")
+    assert (la["n_labeled"], la["n_unlabeled"], la["roi"]) == (2, 2, [32, 32, 32])
+    val = report["phases"]["validate_la"]
+    assert val["volumes"] == 2 and val["zoomed_shape"] == [24, 20, 16] and val["median_s_per_volume"] > 0
+    assert val["median_s"] == pytest.approx(val["median_s_per_volume"] * 2, abs=2e-3)
     assert set(report["targets"]) == {
         "segpl_iteration_ratio", "bpl_iteration_ratio", "infer_ct_fraction_of_matmul", "infer_brats_fraction_of_matmul"
     }  # fmt: skip
@@ -137,6 +143,31 @@ def test_networks_are_the_bundles(bundle, build):
     assert {k: v.shape for k, v in build().state_dict().items()} == expected
 
 
+def test_validation_share_and_report(report):
+    val = {**report["phases"]["validate_la"], "median_s": 30.0, "val_interval": 200}
+    # 30 s of validation every 200 iterations of 0.6 s: 30 / (30 + 120)
+    assert speed_report.validation_share(val, 0.6) == pytest.approx(0.2)
+    text = speed_report.to_markdown(report)
+    assert "LA UNet, CPU protocol" in text and "## Validation pass (LA CPU protocol: 2 volumes of 48x40x32" in text
+    assert text.count("| fixmatch |") == 3  # the lung and LA training tables, the validation share
+
+
+def test_la_network_is_the_tracks():
+    """The speed benchmark's LA network is the LA bundle's with the LA track's CPU-protocol settings."""
+    from medssl.bench.tracks import TRACKS
+
+    bundle = ROOT / "bundles" / "la_mri_ssl_segmentation" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(bundle / c) for c in ("common.json", "train.json")])
+    overrides = TRACKS["la"].protocols["cpu"].overrides
+    for key in ("num_res_units", "roi_size"):
+        parser[key] = overrides[key]
+    expected = {k: v.shape for k, v in parser.get_parsed_content("network_def").state_dict().items()}
+    assert {k: v.shape for k, v in sizes.la_network().state_dict().items()} == expected
+    assert list(sizes.LA_CPU_ROI) == overrides["roi_size"] and parser["network_norm"] == sizes.LA_CPU.norm
+    assert parser.get_parsed_content("feature_channels") == sizes.LA_CPU.feature_channels
+
+
 @pytest.mark.slow
 def test_command_quick_isolated(tmp_path):
     assert bench.run(_parse("speed", "--quick", "--device", "cpu", "--train-repeats", "2", "--out", str(tmp_path))) == 0
@@ -153,7 +184,7 @@ def test_update_keeps_the_phases_not_rerun(report):
     assert list(merged["phases"]) == list(speed.PHASES)
     assert merged["phases"]["train"] is report["phases"]["train"]
     assert merged["phases"]["infer_ct"]["date"] == "2026-01-01T00:00:00+00:00"
-    assert set(merged["kept_from_earlier"]) == {"infer_ct", "infer_brats"}
+    assert set(merged["kept_from_earlier"]) == set(speed.PHASES) - {"train"}
     assert "infer_ct_fraction_of_matmul" in merged["targets"]
     assert "Phase `infer_ct` is kept from an earlier run" in speed_report.to_markdown(merged)
     assert speed.merge_reports({"phases": {}}, rerun) is rerun

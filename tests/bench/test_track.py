@@ -49,6 +49,7 @@ def test_bounds_and_teacher_student_end_to_end(acdc, tmp_path):
     assert result.stat().st_mtime_ns == stamp
     report = write_report("acdc", "smoke", tmp_path).read_text()
     assert "| lower_bound | 0 |" in report and "| ts_gce | 0 |" in report and "upper bound, seed 0" in report
+    assert f"Validation in the {len(specs)} runs that timed it: " in report
     assert (tmp_path / "smoke" / "val_curves.png").is_file()
     # the records (no checkpoints) make the same report elsewhere, and copied back they stand for finished runs
     records = tmp_path / "records"
@@ -83,7 +84,11 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(acdc, tmp_path, monkey
     assert load_state_dict_file(run_dir / "models" / "model_last.pt")["trainer"]["iteration"] == 4
     curve = pd.read_csv(run_dir / "eval" / "val_curve.csv")
     assert curve["iteration"].tolist() == [2, 4]  # one point per validation, none repeated by the resume
-    assert read_json(run_dir / "timing.json")["sittings"] == 2
+    timing = read_json(run_dir / "timing.json")
+    assert timing["sittings"] == 2
+    # the validation passes of both sittings, one each, and their time within the run's
+    assert result["val_passes"] == timing["val_passes"] == 2
+    assert 0 < timing["val_seconds"] < timing["wall_seconds"]
 
 
 def test_gap_closed_per_seed():
