@@ -80,17 +80,27 @@ def _brats_prepare(root: Path, out: Path, folds: int = 4, test_cases: int = 2) -
     rule, validation = the first of them, gave fold 0 BraTS2021_00014, 2,559 TC voxels, which the TransBTS of the
     first CPU protocol never segmented); the rest are unlabelled, and the upper bound labels all of them but the
     validation case. Datalists ``fold<k>_1.json`` and ``fold<k>_all.json`` of 2D axial slices."""
+    return _brats_folds(root, out, folds, test_cases, slices=True)
+
+
+def _brats3d_prepare(root: Path, out: Path, folds: int = 4, test_cases: int = 2) -> dict[str, Path]:
+    """The folds of :func:`_brats_prepare` (the same cases in each part), as datalists of whole 3D volumes."""
+    return _brats_folds(root, out, folds, test_cases, slices=False)
+
+
+def _brats_folds(root: Path, out: Path, folds: int, test_cases: int, slices: bool) -> dict[str, Path]:
     from medssl.data.brats import prepare_brats
     from medssl.data.datalist import case_id, load_datalist, save_datalist
 
-    slices = out / "slices" / "datalist.json"
-    if not slices.is_file():
-        prepare_brats(root, out / "volumes", slices2d=out / "slices")
-    entries = load_datalist(slices)["training"]
+    volumes = out / "volumes" / "datalist.json"
+    prepared = out / "slices" / "datalist.json" if slices else volumes
+    if not prepared.is_file():
+        prepare_brats(root, out / "volumes", slices2d=out / "slices" if slices else None)
+    entries = load_datalist(prepared)["training"]
     cases = sorted({case_id(e) for e in entries})
     if len(cases) < folds * test_cases:
         raise ValueError(f"{root}: {len(cases)} labelled cases, fewer than {folds} folds x {test_cases} test cases")
-    core = _tumour_core_voxels(load_datalist(out / "volumes" / "datalist.json")["training"])
+    core = _tumour_core_voxels(load_datalist(volumes)["training"])
     written: dict[str, Path] = {}
     for fold in range(folds):
         test = cases[fold * test_cases : (fold + 1) * test_cases]
@@ -155,6 +165,26 @@ _BRATS_CPU = {
     "cache_rate": 1.0,
 }
 
+# The 3D BraTS bundle (TransBTS) on the real folds at a CPU size: volumes at half resolution (a 64^3 patch sees the
+# bundle's 128^3 field of view), the transformer narrowed (256 wide, 2 layers, MLP 1024: the bundle's 512 x 4 x 4096
+# costs most of an iteration at 8^3 tokens), a patch of each of 2 labelled and 2 unlabelled volumes a step.
+_BRATS3D_CPU = {
+    "scale": 0.5,
+    "roi_size": [64, 64, 64],
+    "embed_dim": 256,
+    "num_layers": 2,
+    "num_heads": 8,
+    "mlp_dim": 1024,
+    "optimizer_name": "adamw",
+    "learning_rate": 0.001,
+    "batch_size": 2,
+    "unlabeled_batch_size": 2,
+    "num_samples": 1,
+    "sw_batch_size": 4,
+    "num_workers": 0,
+    "cache_rate": 1.0,
+}
+
 TRACKS: dict[str, Track] = {
     "acdc": Track(
         task="acdc",
@@ -207,6 +237,25 @@ TRACKS: dict[str, Track] = {
                               "32 x 32 crops, a UNet of 4-16 channels, 4 iterations: a check that the path runs"),
         },
         prepare=_brats_prepare,
+        budget=_epoch_budget,
+        default_settings=("1",),
+        replicate="fold",
+        common={"labeled_fraction": None, "val_hd95": False},
+    ),
+    "brats3d-real": Track(
+        task="brats3d",
+        protocols={
+            "cpu": Protocol(3000, 200, _BRATS3D_CPU, "3D BraTS bundle (TransBTS 16-128 channels, transformer 256 wide, "
+                            "2 layers, MLP 1024), volumes at half resolution, 64^3 patches, a patch of each of 2 "
+                            "labelled and 2 unlabelled volumes, AdamW 1e-3 with cosine decay, 3000 iterations; scored "
+                            "at full resolution"),
+            "smoke": Protocol(4, 2, {**_BRATS3D_CPU, "roi_size": [16, 16, 16], "network_channels": [4, 8, 16, 32],
+                                     "embed_dim": 16, "num_layers": 1, "num_heads": 2, "mlp_dim": 32,
+                                     "batch_size": 1, "unlabeled_batch_size": 1},
+                              "half resolution, 16^3 patches, a TransBTS of 4-32 channels, 4 iterations: a check that "
+                              "the path runs end to end, not a measurement"),
+        },
+        prepare=_brats3d_prepare,
         budget=_epoch_budget,
         default_settings=("1",),
         replicate="fold",

@@ -31,8 +31,16 @@ def _case_name(name: object) -> str:
 
 
 def _image_meta(batch: object) -> list[dict]:
+    """Each case's image meta data, named by the datalist's ``case_id`` where the case has one (a 3D BraTS case is
+    four modality files: its first file's name is not the case's)."""
     items = batch if isinstance(batch, list) else [batch]
-    return [dict(getattr(item["image"], "meta", None) or item.get("image_meta_dict") or {}) for item in items]
+    metas = []
+    for item in items:
+        meta = dict(getattr(item["image"], "meta", None) or item.get("image_meta_dict") or {})
+        if isinstance(item.get("case_id"), str):
+            meta["filename_or_obj"] = item["case_id"]
+        metas.append(meta)
+    return metas
 
 
 class PerCaseMetricsWriter(MetricsSaver):
@@ -40,7 +48,7 @@ class PerCaseMetricsWriter(MetricsSaver):
 
     MONAI's ``MetricsSaver`` collects each case's file name (and gathers them across processes); its files are one
     ``<metric>_raw.csv`` per metric with channels ``class0..n``. This writes instead ``<prefix>per_case.csv``: one row
-    per case (``case``: the file name without its suffix, or the case id of stacked slices) and a column
+    per case (``case``: the case id of the datalist entry, else the file name without its suffix) and a column
     ``<metric>_<channel name>`` per metric and channel, with ``<metric>`` itself, the case's mean over the channels,
     where there are several (each figure under one name: a per-class metric the evaluator also keeps, e.g.
     ``val_dice_LV``, saves no details of its own), and ``<prefix>summary.csv`` (mean, std, median, min, max of

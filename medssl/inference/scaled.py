@@ -28,7 +28,7 @@ class ScaledSlidingWindowInferer(Inferer):
         roi_size: window size, in voxels of the zoomed volume.
         scale: zoom factor (1: the input as it is).
         device: where windows run (None: the input's device).
-        sw_batch_size, overlap, mode: as for the sliding window.
+        sw_batch_size, overlap, mode, stitch_on_cpu: as for the sliding window.
     """
 
     def __init__(
@@ -39,12 +39,14 @@ class ScaledSlidingWindowInferer(Inferer):
         sw_batch_size: int = 4,
         overlap: float = 0.25,
         mode: str = "gaussian",
+        stitch_on_cpu: bool | None = None,
     ) -> None:
         super().__init__()
         self.scale = float(check_positive("scale", scale))
         self.roi_size = list(roi_size)
         self.device = None if device is None else torch.device(device)
-        self.window_args = {"sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode}
+        self.window_args = {"sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode,
+                            "stitch_on_cpu": stitch_on_cpu}  # fmt: skip
         self.zoom = Zoom(zoom=self.scale, mode="trilinear", keep_size=False)
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -12,6 +12,7 @@ trained on medssl's contiguous labels 0..3; offline pseudo-labels are stored in 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from monai.transforms import (
@@ -248,11 +249,14 @@ def brats_transforms(
     label_convention: str = "2018",
     pseudo_labels: bool = False,
     strong: int = 0,
+    scale: float = 1.0,
 ) -> Compose:
     """Pipeline of the BraTS tasks: four MRI channels (t1, t1ce, t2, flair), labels to contiguous 0..3.
 
     3D cases are lists of four modality files; 2D cases (``medssl prepare brats --slices2d``) are one (H, W, 4) file
-    per slice with a (H, W) label.
+    per slice with a (H, W) label. With ``scale`` (3D only), training and unlabelled patches are cut from the volume
+    zoomed by that factor (as :func:`la_transforms`; the bundle's
+    :class:`~medssl.inference.scaled.ScaledSlidingWindowInferer` zooms evaluation and inference volumes the same way).
 
     Args:
         stage: one of :data:`STAGES`.
@@ -262,9 +266,16 @@ def brats_transforms(
         label_convention: convention of the label files (and of offline pseudo-labels).
         pseudo_labels: the unlabelled cases carry an offline ``pseudo_label``.
         strong: strongly augmented copies of each unlabelled patch (:func:`strong_views`).
+        scale: zoom factor of the training and unlabelled volumes (3D).
+
+    Raises:
+        ValueError: ``scale`` is not positive, or not 1 for 2D slices.
     """
     check_choice("spatial_dims", spatial_dims, (2, 3))
     roi = _check(stage, roi_size, num_samples, spatial_dims)
+    check_positive("scale", scale)
+    if spatial_dims == 2 and scale != 1.0:
+        raise ValueError(f"scale zooms 3D volumes; 2D slices take scale 1, got {scale}.")
     keys, label_keys = _stage_keys(stage, pseudo_labels)
     # a 2D model sees slices normalised one by one, in training and in the stacked scans it is scored on
     normalize = NormalizeIntensityd("image", nonzero=True, channel_wise=True)
@@ -293,7 +304,8 @@ def brats_transforms(
             spatial_dims=spatial_dims,
             channels=4,
             label_values=label_values(label_convention),
-            min_shape=roi if stage in ("train", "unlabeled") else None,
+            # the volume zoomed by scale must hold a patch
+            min_shape=[math.ceil(r / scale) for r in roi] if stage in ("train", "unlabeled") else None,
         ),
         normalize,
         EnsureTyped(keys, track_meta=True),
@@ -301,6 +313,9 @@ def brats_transforms(
     if label_keys:
         xforms.append(BratsLabelConventiond(label_keys, src=label_convention, dst="contiguous"))
     if stage in ("train", "unlabeled"):
+        if scale != 1.0:
+            modes = ["trilinear" if k == "image" else "nearest" for k in keys]
+            xforms.append(Zoomd(keys, zoom=scale, mode=modes, keep_size=False))
         xforms += _crops_and_flips(stage, roi, num_samples, keys, 0.0, cache_indices=spatial_dims == 2)
         xforms += [
             RandScaleIntensityd("image", factors=0.1, prob=0.5),

@@ -219,3 +219,27 @@ def test_la_track_prepares_the_papers_settings_and_scores_the_four_metrics(tmp_p
     # the report carries the four metrics; the binary task's one channel is not repeated as a column
     report = write_report("la", "smoke", tmp_path).read_text()
     assert "| method | seeds | Dice | HD95 | Jaccard | ASD | best val Dice |" in report, report
+
+
+def test_brats3d_track_folds_are_the_2d_tracks_and_train_at_half_resolution(brats_folder, tmp_path):
+    """The 3D BraTS track: the 2D track's folds as whole volumes, the TransBTS bundle trained on patches of volumes
+    zoomed to half resolution, scored per test volume at full resolution."""
+    from medssl.data.datalist import case_id, load_datalist
+
+    slices = TRACKS["brats-real"].prepare(brats_folder, tmp_path / "data2d")
+    volumes = TRACKS["brats3d-real"].prepare(brats_folder, tmp_path / "data3d")
+    assert sorted(volumes) == sorted(slices)
+    for key in volumes:
+        d2, d3 = load_datalist(slices[key]), load_datalist(volumes[key])
+        assert d2["split"] == d3["split"]
+        for part in ("training", "unlabeled", "validation", "testing"):
+            assert [case_id(e) for e in d3[part]] == sorted({case_id(e) for e in d2[part]})
+            assert all(isinstance(e["image"], list) and len(e["image"]) == 4 for e in d3[part])
+    spec = RunSpec("lower_bound", "1", 1)
+    result = run_track(TRACKS["brats3d-real"], "smoke", [spec], brats_folder, tmp_path, device="cpu")[0]
+    assert {"val_dice_WT", "val_dice_TC", "val_dice_ET"} <= set(result["test"]) and result["val_passes"] == 2
+    run_dir = run_dir_of(tmp_path / "smoke", spec)
+    table = pd.read_csv(run_dir / "test" / "per_case.csv")
+    assert sorted(table["case"]) == load_datalist(volumes["1@1"])["split"]["testing"]
+    saved = load_state_dict_file(run_dir / "models" / "model_best.pt")
+    assert saved["settings"]["scale"] == 0.5 and saved["settings"]["roi_size"] == [16, 16, 16]

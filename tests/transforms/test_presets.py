@@ -120,3 +120,34 @@ def test_gamma_strong_views_keep_the_zero_background_and_the_order_of_a_unit_sca
     assert not any(isinstance(t, RandAdjustContrastd) for t in strong_views(1, 2))
     with pytest.raises(ValueError, match="contrast"):
         strong_views(1, 2, contrast="sigmoid")
+
+
+def test_3d_brats_patches_are_cut_from_the_zoomed_volume(tmp_path):
+    """With ``scale``, a 3D BraTS patch covers twice the field of view at half resolution: a 16^3 patch of a 32^3
+    case zoomed by 0.5 is the whole case, its labels still in 0..3; a case smaller than roi / scale is refused; 2D
+    slices take no scale."""
+    from tests._brats import write_brats_folder
+
+    from medssl.data.brats import prepare_brats
+    from medssl.data.datalist import load_datalist
+
+    folder = write_brats_folder(tmp_path / "raw", cases=1, size=32, seed=0)
+    case = load_datalist(prepare_brats(folder, tmp_path / "prepared"))["training"][0]
+    pipeline = brats_transforms("train", 3, roi_size=(16, 16, 16), num_samples=2, scale=0.5)
+    pipeline.set_random_state(seed=0)
+    patches = pipeline(case)
+    whole = brats_transforms("eval", 3)(case)
+    for patch in patches:
+        assert patch["image"].shape == (4, 16, 16, 16) and patch["label"].shape == (1, 16, 16, 16)
+        assert set(torch.unique(torch.as_tensor(patch["label"])).tolist()) <= {0, 1, 2, 3}
+        # the zoomed case is the patch (up to flips): as many tumour voxels as the whole case at 1/8 of the volume
+        ratio = float((patch["label"] > 0).sum()) / float((whole["label"] > 0).sum())
+        assert ratio == pytest.approx(1 / 8, rel=0.25)
+    with pytest.raises(RuntimeError) as refused:  # MONAI wraps the transform's error
+        brats_transforms("train", 3, roi_size=(32, 32, 32), scale=0.5)(case)
+    # a 32^3 patch at half resolution needs 64^3 voxels: the error names the file and both shapes
+    assert "t1.nii.gz: spatial shape (32, 32, 32) is smaller than the region of interest (64, 64, 64)" in str(
+        refused.value.__cause__
+    )
+    with pytest.raises(ValueError, match="2D slices take scale 1"):
+        brats_transforms("train", 2, roi_size=(8, 8), scale=0.5)
