@@ -2,10 +2,11 @@
 
 Methods that take more passes cost more: an EMA teacher's forward on the unlabelled images, a strong view each
 (FixMatch one, UniMatch two plus the feature-perturbation pass), VAT's power iteration and perturbed pass. The
-report gives each method's ratio to the supervised iteration. Each method of :data:`TRAIN_METHODS` (names of :data:`medssl.methods.REGISTRY`) is built by
-:func:`medssl.methods.build_method` and trains on the real :class:`~medssl.engines.SemiSupervisedTrainer` with the
-lung-vessel bundle's network, against the supervised iteration with the same number of images in the batch
-(labelled + unlabelled). Iterations alternate between methods (A, B, A, B, ... with the order swapped each round).
+report gives each method's ratio to the supervised iteration. Each method of :data:`TRAIN_METHODS` (the methods of
+:data:`medssl.methods.REGISTRY`, and the variants of :data:`medssl.methods.VARIANTS` whose pieces cost more or less
+than their method's: another pseudo-label source or another cut) is built by :func:`medssl.methods.build_method` and
+trains on the real :class:`~medssl.engines.SemiSupervisedTrainer` with the lung-vessel bundle's network, against
+the supervised iteration with the same number of images in the batch (labelled + unlabelled). Iterations alternate between methods (A, B, A, B, ... with the order swapped each round).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from torch import nn
 
 from medssl.bench.measure import median, mib, timed
 from medssl.workflows.sizes import LUNG_BUNDLE, LUNG_FEATURE_LAYER, LUNG_ROI, lung_network
-from medssl.methods import REGISTRY, build_method
+from medssl.methods import REGISTRY, VARIANTS, build_method, variant
 from medssl.transforms.presets import STRONG_KEYS
 
 __all__ = ["TRAIN_METHODS", "bench_training"]
 
-#: every method of the registry, the supervised reference first
-TRAIN_METHODS = tuple(REGISTRY)
+#: every method of the registry, the supervised reference first, then the variants with another source or cut
+TRAIN_METHODS = (*REGISTRY, *(v for v, (m, s) in VARIANTS.items() if v not in REGISTRY and {"source", "cut"} & set(s)))
 
 
 def _blob_labels(n: int, roi: Sequence[int], gen: torch.Generator) -> torch.Tensor:
@@ -68,14 +69,15 @@ def _build_trainer(
 
     # the lung bundle's threshold head (per image, prior N(0.7, 0.15^2)); the schedule at full weight from the start
     head = ThresholdHead(3, in_channels=feature_channels, scope="per_image")
+    base, settings = (name, {}) if name in REGISTRY else variant(name)
     method = build_method(
-        name, {"warmup": 0, "ramp": 0, "prior_mu": 0.7, "prior_std": 0.15, "robust_loss": robust_loss},
+        base, {"warmup": 0, "ramp": 0, "prior_mu": 0.7, "prior_std": 0.15, "robust_loss": robust_loss, **settings},
         network=network, head=head, feature_layer=LUNG_FEATURE_LAYER, run_length=1, unit="iterations",
     )  # fmt: skip
     # the supervised iteration has as many images as a semi-supervised one, all labelled
     labelled, unlabelled = _train_batches(
         n_l if method.uses_unlabeled else n_l + n_u, n_u, roi, with_pseudo=method.reads_pseudo_labels,
-        strong=REGISTRY[name].strong_views,
+        strong=REGISTRY[base].strong_views,
     )
     optimizer = torch.optim.AdamW(network.parameters(), lr=3e-4, weight_decay=1e-5)
     return SemiSupervisedTrainer(
