@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "READS",
     "ROBUST_LOSSES",
+    "WEAK_STRONG_LOSSES",
     "CUTS",
     "RENAMED_SETTINGS",
     "PSEUDO_LABEL_LOSSES",
@@ -82,6 +83,11 @@ SOURCE = {"source": "student", "ema_decay": 0.99}
 #: prediction of the same view erase the foreground once their loss starts; cross-entropy alone slows that fall but
 #: does not stop it, so the default stays (benchmarks/RESULTS.md).
 PSEUDO_LABEL_LOSSES = ("dice_ce", "ce")
+#: The losses of the weak-to-strong methods (FixMatch, UniMatch) on the strong views' pseudo-labels: the pseudo-label
+#: losses, or one of paper 001's noise-robust losses in place of the cross-entropy (no Dice term, as in
+#: teacher-student), with their parameters (``q``, ``beta``, ``alpha`` and ``gamma``, as in teacher-student).
+WEAK_STRONG_LOSSES = (*PSEUDO_LABEL_LOSSES, *(loss for loss in ROBUST_LOSSES if loss != "ce"))
+ROBUST = {"q": 0.7, "beta": 0.001, "alpha": 0.01, "gamma": 1.0}
 #: The pseudo-label gate: no pseudo-label loss (nor KL) under this foreground share, or a threshold outside the range.
 GATE = {"gate_foreground": 0.005, "gate_threshold_range": (0.01, 0.99)}
 #: Method settings that were renamed (old -> new): a method block with an old spelling is an error naming the new one.
@@ -473,7 +479,12 @@ def _weak_strong(name: str, views: int) -> Builder:
                                       cutmix_prob=settings["cutmix_prob"], temperature=settings["temperature"],
                                       gate=_gate(settings), source=settings["source"])  # fmt: skip
         teacher = [_teacher(settings, context)] if settings["source"] == "teacher" else []
-        return _method(name, settings, context, [*teacher, handler], MaskedDiceCELoss(batch=context.dice_batch))
+        loss = check_choice("unsup_loss", settings["unsup_loss"], WEAK_STRONG_LOSSES)
+        if loss in PSEUDO_LABEL_LOSSES:
+            unsup = MaskedDiceCELoss(lambda_dice=1.0 if loss == "dice_ce" else 0.0, batch=context.dice_batch)
+        else:
+            unsup = _robust_loss({**settings, "robust_loss": loss})
+        return _method(name, settings, context, [*teacher, handler], unsup)
 
     return build
 
@@ -526,7 +537,7 @@ register(
 register(
     Method(
         "teacher_student", READS[2], "Cui, Akrami et al., arXiv 2203.01524",
-        {**SCHEDULE, "robust_loss": "ce", "q": 0.7, "beta": 0.001, "alpha": 0.01, "gamma": 1.0},
+        {**SCHEDULE, "robust_loss": "ce", **ROBUST},
         _teacher_student, "a teacher's offline pseudo-labels with a robust loss (ce, gce, bce, sce)",
     ),
     variants={f"ts_{loss}": {"robust_loss": loss} for loss in ROBUST_LOSSES},
@@ -540,7 +551,7 @@ register(
 )
 _WEAK_STRONG = {**SCHEDULE, "warmup": 0.0, "ramp": 0.0, "threshold": 0.95, "cut": "fixed", **LEARNED,
                 "sat_momentum": 0.999, "temperature": 1.0, "cutmix_prob": 0.5, "dropout": 0.5, "perturb_layers": None,
-                **GATE, **SOURCE}  # fmt: skip
+                **GATE, **SOURCE, "unsup_loss": "dice_ce", **ROBUST}  # fmt: skip
 register(
     Method(
         "fixmatch", READS[1], "Sohn et al., NeurIPS 2020", _WEAK_STRONG, _weak_strong("fixmatch", 1),
@@ -549,9 +560,11 @@ register(
     ),
     # fixmatch_t05: the fixed cut at the ACDC prior's mean, to tell the learned threshold from a low cut;
     # fixmatch_sat: FreeMatch's self-adaptive class-wise cut (without its fairness loss);
-    # fixmatch_t05_ema: fixmatch_t05 with the EMA teacher's pseudo-labels of the weak view
+    # fixmatch_t05_ema: fixmatch_t05 with the EMA teacher's pseudo-labels of the weak view;
+    # fixmatch_t05_<loss>: fixmatch_t05 with cross-entropy alone, or paper 001's robust losses, on the pseudo-labels
     variants={"fixmatch": {}, "fixmatch_learned": {"cut": "learned"}, "fixmatch_t05": {"threshold": 0.5},
-              "fixmatch_sat": {"cut": "adaptive"}, "fixmatch_t05_ema": {"threshold": 0.5, "source": "teacher"}},
+              "fixmatch_sat": {"cut": "adaptive"}, "fixmatch_t05_ema": {"threshold": 0.5, "source": "teacher"},
+              **{f"fixmatch_t05_{loss}": {"threshold": 0.5, "unsup_loss": loss} for loss in ROBUST_LOSSES}},
 )
 register(
     Method(

@@ -191,3 +191,29 @@ def test_weak_to_strong_takes_the_ema_teacher_as_its_source():
     assert handler.source == "teacher" and built.settings["threshold"] == 0.5
     plain = build_method("fixmatch_t05", network=net, run_length=10, unit="iterations")
     assert EMATeacher not in [type(h) for h in plain.handlers]
+
+
+@pytest.mark.parametrize("loss", ["dice_ce", "ce", "gce", "bce", "sce"])
+def test_weak_to_strong_takes_a_robust_loss_on_its_pseudo_labels(loss):
+    """FixMatch's loss on the strong view's pseudo-labels: Dice + CE (the default), CE alone, or paper 001's robust
+    losses with their parameters; CE and GCE checked against the formulas on the kept pixels."""
+    from medssl.losses.robust import BetaCrossEntropyLoss, GeneralizedCrossEntropyLoss, SymmetricCrossEntropyLoss
+    from medssl.losses.semi_supervised import MaskedDiceCELoss
+
+    net = UNet(2, 1, 3, channels=(4, 8), strides=(2,))
+    name = "fixmatch_t05" if loss == "dice_ce" else f"fixmatch_t05_{loss}"
+    built = build_method(name, {"q": 0.4}, network=net, run_length=10, unit="iterations")
+    assert built.settings["threshold"] == 0.5 and built.settings["unsup_loss"] == loss
+    kind = {"gce": GeneralizedCrossEntropyLoss, "bce": BetaCrossEntropyLoss, "sce": SymmetricCrossEntropyLoss}
+    assert isinstance(built.unsup_loss, kind.get(loss, MaskedDiceCELoss))
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 3, 6, 6), torch.randint(0, 3, (2, 1, 6, 6))
+    mask = (torch.rand(2, 1, 6, 6) > 0.4).float()
+    p_y = torch.softmax(logits, 1).gather(1, target)[mask.bool()]
+    value = built.unsup_loss(logits, target, mask=mask)
+    if loss == "ce":
+        assert float(value) == pytest.approx(float(-p_y.log().mean()), rel=1e-5)
+    if loss == "gce":  # (1 - p_y^q) / q with the q given
+        assert float(value) == pytest.approx(float(((1 - p_y**0.4) / 0.4).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="unsup_loss must be one of"):
+        build_method("fixmatch", {"unsup_loss": "mse"}, network=net, run_length=10, unit="iterations")
