@@ -153,13 +153,16 @@ class SSLMethod:
         """
         from medssl.handlers.threshold import Threshold
 
-        pieces = [(name, name, module) for name, module in self.modules.items()]
+        pieces = [(name, name, module) for name, module in self.modules.items()]  # (name, old key, piece)
         for i, handler in enumerate(self.handlers):
             if hasattr(handler, "state_dict"):
                 pieces.append((state_name(handler), f"handler{i}", handler))
             cut = getattr(handler, "threshold", None)
             if isinstance(cut, Threshold):
                 pieces.append((cut.name, f"threshold{i}", cut))
+            align = getattr(handler, "align", None)
+            if align is not None:  # the running class marginals of distribution alignment
+                pieces.append((state_name(align), f"align{i}", align))
         items: dict[str, tuple[str, Any]] = {}
         for name, old_key, piece in pieces:
             if name in items:
@@ -469,15 +472,17 @@ def _mean_teacher(settings: dict[str, Any], context: MethodContext) -> SSLMethod
 
 def _weak_strong(name: str, views: int) -> Builder:
     def build(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
+        from medssl.handlers.distribution_alignment import DistributionAlignment
         from medssl.handlers.weak_strong import WeakToStrongHandler
         from medssl.losses.semi_supervised import MaskedDiceCELoss
         from medssl.networks.layers import encoder_feature_layers
 
         threshold = _cut(settings, context, settings["cut"])
         layers = (settings["perturb_layers"] or encoder_feature_layers(context.network)) if views == 2 else []
+        align = DistributionAlignment(settings["align_momentum"]) if settings["align"] else None
         handler = WeakToStrongHandler(threshold, views=views, perturb_layers=layers, dropout=settings["dropout"],
                                       cutmix_prob=settings["cutmix_prob"], temperature=settings["temperature"],
-                                      gate=_gate(settings), source=settings["source"])  # fmt: skip
+                                      gate=_gate(settings), source=settings["source"], align=align)  # fmt: skip
         teacher = [_teacher(settings, context)] if settings["source"] == "teacher" else []
         loss = check_choice("unsup_loss", settings["unsup_loss"], WEAK_STRONG_LOSSES)
         if loss in PSEUDO_LABEL_LOSSES:
@@ -551,7 +556,8 @@ register(
 )
 _WEAK_STRONG = {**SCHEDULE, "warmup": 0.0, "ramp": 0.0, "threshold": 0.95, "cut": "fixed", **LEARNED,
                 "sat_momentum": 0.999, "temperature": 1.0, "cutmix_prob": 0.5, "dropout": 0.5, "perturb_layers": None,
-                **GATE, **SOURCE, "unsup_loss": "dice_ce", **ROBUST}  # fmt: skip
+                **GATE, **SOURCE, "unsup_loss": "dice_ce", **ROBUST, "align": False,
+                "align_momentum": 0.999}  # fmt: skip
 register(
     Method(
         "fixmatch", READS[1], "Sohn et al., NeurIPS 2020", _WEAK_STRONG, _weak_strong("fixmatch", 1),
@@ -561,10 +567,12 @@ register(
     # fixmatch_t05: the fixed cut at the ACDC prior's mean, to tell the learned threshold from a low cut;
     # fixmatch_sat: FreeMatch's self-adaptive class-wise cut (without its fairness loss);
     # fixmatch_t05_ema: fixmatch_t05 with the EMA teacher's pseudo-labels of the weak view;
-    # fixmatch_t05_<loss>: fixmatch_t05 with cross-entropy alone, or paper 001's robust losses, on the pseudo-labels
+    # fixmatch_t05_<loss>: fixmatch_t05 with cross-entropy alone, or paper 001's robust losses, on the pseudo-labels;
+    # fixmatch_t05_da: fixmatch_t05 with ReMixMatch's distribution alignment of the weak view's prediction
     variants={"fixmatch": {}, "fixmatch_learned": {"cut": "learned"}, "fixmatch_t05": {"threshold": 0.5},
               "fixmatch_sat": {"cut": "adaptive"}, "fixmatch_t05_ema": {"threshold": 0.5, "source": "teacher"},
-              **{f"fixmatch_t05_{loss}": {"threshold": 0.5, "unsup_loss": loss} for loss in ROBUST_LOSSES}},
+              **{f"fixmatch_t05_{loss}": {"threshold": 0.5, "unsup_loss": loss} for loss in ROBUST_LOSSES},
+              "fixmatch_t05_da": {"threshold": 0.5, "align": True}},
 )
 register(
     Method(

@@ -1,13 +1,15 @@
 """Ignite handlers: the pieces semi-supervised methods are made of.
 
 Pseudo-label sources and E-steps (the student's or an EMA teacher's predictions cut at a fixed or learned threshold,
-a teacher's files, weak-to-strong views with a fixed, learned or self-adaptive cut, copy-paste mixing), consistency
+a teacher's files, weak-to-strong views with a fixed, learned or self-adaptive cut and optional distribution
+alignment, copy-paste mixing), consistency
 losses (mean teacher, VAT), the unsupervised weight schedule, gates, statistics, checkpoints.
 """
 
 from medssl.handlers.adaptive_threshold import SelfAdaptiveThreshold
 from medssl.handlers.consistency import MeanTeacherConsistency
 from medssl.handlers.copy_paste import CopyPasteHandler
+from medssl.handlers.distribution_alignment import DistributionAlignment
 from medssl.handlers.ema_teacher import EMATeacher
 from medssl.handlers.gate import LabelledForegroundGate, PseudoLabelGate
 from medssl.handlers.learned_threshold import LearnedThreshold
@@ -22,6 +24,7 @@ from medssl.handlers.weight_schedule import UnsupervisedWeightSchedule, ramp_wei
 __all__ = [
     "BayesianPseudoLabelHandler",
     "CopyPasteHandler",
+    "DistributionAlignment",
     "EMATeacher",
     "FixedThreshold",
     "LabelledForegroundGate",

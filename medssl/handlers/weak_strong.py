@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from medssl.checks import check_choice, check_in_range, check_positive
 from medssl.engines.keys import SSLKeys
+from medssl.handlers.distribution_alignment import DistributionAlignment
 from medssl.handlers.gate import PseudoLabelGate
 from medssl.handlers.pseudo_label import SOURCES
 from medssl.handlers.threshold import Threshold
@@ -57,6 +58,8 @@ class WeakToStrongHandler:
         temperature: logits are divided by it before the softmax/sigmoid.
         gate: a :class:`PseudoLabelGate`, or None.
         source: ``"student"`` (the prediction of the trainer's weak pass) or ``"teacher"`` (``TEACHER_PRED``).
+        align: a :class:`~medssl.handlers.distribution_alignment.DistributionAlignment` applied to the source's
+            prediction before the cut, or None.
 
     Raises:
         ValueError: ``views`` not 1 or 2, or an argument out of range.
@@ -74,6 +77,7 @@ class WeakToStrongHandler:
         temperature: float = 1.0,
         gate: PseudoLabelGate | None = None,
         source: str = "student",
+        align: DistributionAlignment | None = None,
     ) -> None:
         if views not in (1, 2):
             raise ValueError(f"views must be 1 (FixMatch) or 2 (UniMatch), got {views}.")
@@ -87,6 +91,7 @@ class WeakToStrongHandler:
         self.temperature = check_positive("temperature", temperature)
         self.gate = gate
         self.source = check_choice("source", source, SOURCES)
+        self.align = align
         self._perturb = False
 
     def attach(self, engine: Engine) -> None:
@@ -135,6 +140,8 @@ class WeakToStrongHandler:
         cut_from = out.get(SSLKeys.TEACHER_PRED) if self.source == "teacher" else weak
         if cut_from is None:
             raise RuntimeError("source='teacher' needs an EMATeacher handler attached before this one")
+        if self.align is not None:
+            cut_from = self.align(engine, cut_from)
         threshold, terms = self.threshold(engine, weak)
         pseudo, mask = confident_pseudo_labels(cut_from, Threshold.as_map(threshold, weak.ndim), self.temperature)
         out[SSLKeys.THRESHOLD] = threshold

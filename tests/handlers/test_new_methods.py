@@ -396,3 +396,73 @@ def test_weak_to_strong_from_the_ema_teacher_cuts_the_teachers_weak_prediction()
     engine.state.output = {SSLKeys.UNLABELED_IMAGE: weak, SSLKeys.UNLABELED_PRED: net(weak)}
     with pytest.raises(RuntimeError, match="EMATeacher"):
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+
+
+def _logits_of(probs, shape=(2, 4, 4)):
+    """Logits whose softmax is ``probs`` at every pixel of a (B, H, W) batch."""
+    log = torch.tensor(probs).log().view(1, -1, 1, 1)
+    return log.expand(shape[0], -1, *shape[1:]).clone()
+
+
+def test_distribution_alignment_moves_the_unlabelled_marginal_to_the_labelled_one():
+    """ReMixMatch's q' = normalise(q * p(y) / p~(y)): with one batch of statistics (momentum 0) a prediction equal to
+    its own marginal becomes the labelled class shares, here 0.5 / 0.375 / 0.125 of the label map."""
+    from medssl.handlers.distribution_alignment import DistributionAlignment
+
+    label = torch.zeros(2, 1, 4, 4)
+    label[:, :, :2] = 0  # half background
+    label[:, :, 2:, :3] = 1  # 6 of 16 pixels class 1
+    label[:, :, 2:, 3] = 2  # 2 of 16 class 2
+    engine = _engine()
+    engine.state.output = {SSLKeys.LABEL: label}
+    align = DistributionAlignment(momentum=0.0)
+    aligned = torch.softmax(align(engine, _logits_of([0.45, 0.40, 0.15])), dim=1)
+    assert torch.allclose(aligned[0, :, 0, 0], torch.tensor([0.5, 0.375, 0.125]), atol=1e-5)
+    # a running mean: the second batch's shares weigh 1 - momentum
+    slow = DistributionAlignment(momentum=0.75)
+    slow(engine, _logits_of([0.45, 0.40, 0.15]))
+    engine.state.output = {SSLKeys.LABEL: torch.zeros(2, 1, 4, 4)}  # all background
+    slow(engine, _logits_of([0.45, 0.40, 0.15]))
+    assert torch.allclose(slow.labelled, 0.75 * torch.tensor([0.5, 0.375, 0.125]) + 0.25 * torch.tensor([1.0, 0, 0]))
+    restored = DistributionAlignment()
+    restored.load_state_dict(slow.state_dict())
+    assert torch.equal(restored.labelled, slow.labelled) and torch.equal(restored.unlabelled, slow.unlabelled)
+
+
+def test_distribution_alignment_of_one_sigmoid_channel():
+    from medssl.handlers.distribution_alignment import DistributionAlignment
+
+    engine = _engine()
+    label = torch.zeros(1, 1, 10, 10)
+    label[:, :, :3] = 1  # 30% foreground
+    engine.state.output = {SSLKeys.LABEL: label}
+    p = torch.full((1, 1, 10, 10), 0.1)
+    aligned = torch.sigmoid(DistributionAlignment(momentum=0.0)(engine, torch.logit(p)))
+    assert torch.allclose(aligned, torch.full_like(p, 0.3), atol=1e-5)
+
+
+def test_weak_to_strong_cuts_the_aligned_prediction():
+    """With alignment the weak view's 0.45 / 0.40 / 0.15 (below a cut at 0.5, nothing kept) becomes the labelled
+    shares 0.2 / 0.6 / 0.2: class 1 kept everywhere; the method keeps the statistics under the piece's name."""
+    from medssl.handlers.distribution_alignment import DistributionAlignment
+
+    net = torch.nn.Conv2d(1, 3, 1)
+    weak_logits = _logits_of([0.45, 0.40, 0.15], shape=(2, 4, 5))
+    label = torch.tensor([0, 1, 1, 1, 2] * 8, dtype=torch.float32).view(2, 1, 4, 5)
+    results = {}
+    for align in (None, DistributionAlignment(momentum=0.0)):
+        engine = _engine(net, unsup_weight=0.0)  # the warm-up: pseudo-labels without the strong passes
+        handler = WeakToStrongHandler(FixedThreshold(0.5), views=1, cutmix_prob=0.0, align=align)
+        handler.attach(engine)
+        engine.state.output = {SSLKeys.LABEL: label, SSLKeys.UNLABELED_IMAGE: torch.rand(2, 1, 4, 5),
+                               SSLKeys.UNLABELED_PRED: weak_logits}  # fmt: skip
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        results[align is None] = engine.state.output
+    assert float(results[True][SSLKeys.PSEUDO_MASK].sum()) == 0
+    assert torch.equal(results[False][SSLKeys.PSEUDO_MASK], torch.ones(2, 1, 4, 5))
+    assert torch.equal(results[False][SSLKeys.PSEUDO_LABEL], torch.ones(2, 1, 4, 5))
+    from medssl.methods import build_method
+
+    built = build_method("fixmatch_t05_da", network=UNet(2, 1, 3, channels=(4, 8), strides=(2,)), run_length=10,
+                         unit="iterations")  # fmt: skip
+    assert "distribution_alignment" in built.state_dict()

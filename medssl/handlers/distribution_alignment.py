@@ -1,0 +1,101 @@
+"""Distribution alignment of pseudo-labels (ReMixMatch, Berthelot et al., ICLR 2020), for dense predictions.
+
+Pseudo-labels that drop a minority class (tumour in a brain scan, the cardiac structures of a whole slice) come from
+predictions whose class marginal on unlabelled images is below the class's share of the labelled ones. ReMixMatch
+multiplies each prediction by the ratio of the labelled marginal ``p(y)`` to the running mean of the unlabelled
+predictions ``p~(y)`` and renormalises: ``q' = normalise(q * p(y) / p~(y))``. For segmentation the marginals are over
+voxels: ``p(y)`` is a running mean of each class's share of the labelled label maps of each batch, ``p~(y)`` of the
+mean predicted probability of each class over the unlabelled voxels (ReMixMatch keeps the last 128 batches' mean;
+here both are exponential moving averages with ``momentum``, started at the first batch). A one-channel (sigmoid)
+prediction is the two-class distribution ``[1 - p, p]``.
+
+The aligned prediction replaces the one the cut reads: the pseudo-labels and the confidence mask are both taken from
+it. The statistics are kept in the checkpoint (the method's state, under :attr:`DistributionAlignment.name`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from ignite.engine import Engine
+
+from medssl.checks import check_in_range
+from medssl.engines.keys import SSLKeys
+
+__all__ = ["DistributionAlignment", "class_shares"]
+
+_EPS = 1e-6
+
+
+def class_shares(label: torch.Tensor, classes: int) -> torch.Tensor:
+    """Each class's share of the voxels of ``label``: (B, 1, *spatial) class indices (or a binary map for one
+    channel), or (B, C, *spatial) one-hot. Returns a vector of ``max(classes, 2)`` shares summing to 1."""
+    label = label.detach().float()
+    if classes == 1:
+        fg = label.mean()
+        return torch.stack([1.0 - fg, fg])
+    if label.shape[1] == classes and classes > 1:
+        counts = label.transpose(0, 1).reshape(classes, -1).sum(dim=1)
+    else:
+        counts = torch.bincount(label.round().long().flatten(), minlength=classes)[:classes].float()
+    return counts / counts.sum().clamp_min(_EPS)
+
+
+def _as_distribution(logits: torch.Tensor) -> torch.Tensor:
+    """(B, K, *spatial) class probabilities: softmax, or ``[1 - p, p]`` for one sigmoid channel."""
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits)
+        return torch.cat([1.0 - p, p], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
+class DistributionAlignment:
+    """Aligns the class marginal of unlabelled predictions with the labelled images' (see the module docstring).
+
+    Args:
+        momentum: of the running means, in [0, 1) (0: this batch's marginals only).
+
+    Raises:
+        ValueError: ``momentum`` out of range.
+    """
+
+    name = "distribution_alignment"
+
+    def __init__(self, momentum: float = 0.999) -> None:
+        self.momentum = check_in_range("momentum", momentum, 0.0, 1.0, high_inclusive=False)
+        self.labelled: torch.Tensor | None = None
+        self.unlabelled: torch.Tensor | None = None
+
+    def _update(self, running: torch.Tensor | None, batch: torch.Tensor) -> torch.Tensor:
+        if running is None:
+            return batch
+        return self.momentum * running.to(batch.device) + (1.0 - self.momentum) * batch
+
+    def __call__(self, engine: Engine, logits: torch.Tensor) -> torch.Tensor:
+        """The logits of the aligned prediction of ``logits`` (detached), after updating both marginals with this
+        iteration's labelled labels (``engine.state.output[LABEL]``, when present) and ``logits``."""
+        with torch.no_grad():
+            q = _as_distribution(logits.detach().float())
+            label = engine.state.output.get(SSLKeys.LABEL)
+            if label is not None:
+                self.labelled = self._update(self.labelled, class_shares(label, logits.shape[1]).to(q.device))
+            self.unlabelled = self._update(self.unlabelled, q.transpose(0, 1).reshape(q.shape[1], -1).mean(dim=1))
+            if self.labelled is None:  # no labelled evidence yet: nothing to align to
+                return logits.detach()
+            ratio = self.labelled.to(q.device) / self.unlabelled.clamp_min(_EPS)
+            aligned = q * ratio.view(1, -1, *([1] * (q.ndim - 2)))
+            aligned = aligned / aligned.sum(dim=1, keepdim=True).clamp_min(_EPS)
+            log = aligned.clamp_min(_EPS).log()
+            out = log[:, 1:2] - log[:, 0:1] if logits.shape[1] == 1 else log
+            return out.to(logits.dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        empty = torch.zeros(0)
+        return {"labelled": empty if self.labelled is None else self.labelled.cpu(),
+                "unlabelled": empty if self.unlabelled is None else self.unlabelled.cpu()}  # fmt: skip
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.labelled = state["labelled"] if state["labelled"].numel() else None
+        self.unlabelled = state["unlabelled"] if state["unlabelled"].numel() else None
