@@ -479,7 +479,9 @@ def _weak_strong(name: str, views: int) -> Builder:
 
         threshold = _cut(settings, context, settings["cut"])
         layers = (settings["perturb_layers"] or encoder_feature_layers(context.network)) if views == 2 else []
-        align = DistributionAlignment(settings["align_momentum"]) if settings["align"] else None
+        align = None
+        if settings["align"]:
+            align = DistributionAlignment(settings["align_momentum"], settings["align_prior"])
         handler = WeakToStrongHandler(threshold, views=views, perturb_layers=layers, dropout=settings["dropout"],
                                       cutmix_prob=settings["cutmix_prob"], temperature=settings["temperature"],
                                       gate=_gate(settings), source=settings["source"], align=align)  # fmt: skip
@@ -557,7 +559,7 @@ register(
 _WEAK_STRONG = {**SCHEDULE, "warmup": 0.0, "ramp": 0.0, "threshold": 0.95, "cut": "fixed", **LEARNED,
                 "sat_momentum": 0.999, "temperature": 1.0, "cutmix_prob": 0.5, "dropout": 0.5, "perturb_layers": None,
                 **GATE, **SOURCE, "unsup_loss": "dice_ce", **ROBUST, "align": False,
-                "align_momentum": 0.999}  # fmt: skip
+                "align_momentum": 0.999, "align_prior": None}  # fmt: skip
 register(
     Method(
         "fixmatch", READS[1], "Sohn et al., NeurIPS 2020", _WEAK_STRONG, _weak_strong("fixmatch", 1),

@@ -11,11 +11,16 @@ prediction is the two-class distribution ``[1 - p, p]``.
 
 The aligned prediction replaces the one the cut reads: the pseudo-labels and the confidence mask are both taken from
 it. The statistics are kept in the checkpoint (the method's state, under :attr:`DistributionAlignment.name`).
+
+The labelled marginal from batches is the marginal of the crops as sampled: a pipeline that centres half of its
+labelled crops on the foreground (``RandCropByPosNegLabeld``, as medssl's 3D and BraTS pipelines do) and crops the
+unlabelled images anywhere over-states the foreground, and the alignment then inflates it. ``prior`` gives the
+labelled marginal instead (e.g. the class shares of the labelled volumes as a whole).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -56,16 +61,24 @@ class DistributionAlignment:
 
     Args:
         momentum: of the running means, in [0, 1) (0: this batch's marginals only).
+        prior: the labelled class marginal, one share per class (two for one sigmoid channel), instead of the
+            running mean of the labelled batches' label maps; normalised to sum to 1.
 
     Raises:
-        ValueError: ``momentum`` out of range.
+        ValueError: ``momentum`` out of range, or a ``prior`` share negative or all zero.
     """
 
     name = "distribution_alignment"
 
-    def __init__(self, momentum: float = 0.999) -> None:
+    def __init__(self, momentum: float = 0.999, prior: Sequence[float] | None = None) -> None:
         self.momentum = check_in_range("momentum", momentum, 0.0, 1.0, high_inclusive=False)
-        self.labelled: torch.Tensor | None = None
+        self.prior: torch.Tensor | None = None
+        if prior is not None:
+            shares = torch.as_tensor(list(prior), dtype=torch.float32)
+            if shares.ndim != 1 or (shares < 0).any() or float(shares.sum()) <= 0:
+                raise ValueError(f"prior must be non-negative class shares with a positive sum, got {list(prior)}.")
+            self.prior = shares / shares.sum()
+        self.labelled: torch.Tensor | None = self.prior
         self.unlabelled: torch.Tensor | None = None
 
     def _update(self, running: torch.Tensor | None, batch: torch.Tensor) -> torch.Tensor:
@@ -78,8 +91,10 @@ class DistributionAlignment:
         iteration's labelled labels (``engine.state.output[LABEL]``, when present) and ``logits``."""
         with torch.no_grad():
             q = _as_distribution(logits.detach().float())
+            if self.prior is not None and self.prior.numel() != q.shape[1]:
+                raise ValueError(f"prior has {self.prior.numel()} class shares, the prediction {q.shape[1]} classes")
             label = engine.state.output.get(SSLKeys.LABEL)
-            if label is not None:
+            if label is not None and self.prior is None:
                 self.labelled = self._update(self.labelled, class_shares(label, logits.shape[1]).to(q.device))
             self.unlabelled = self._update(self.unlabelled, q.transpose(0, 1).reshape(q.shape[1], -1).mean(dim=1))
             if self.labelled is None:  # no labelled evidence yet: nothing to align to
@@ -97,5 +112,5 @@ class DistributionAlignment:
                 "unlabelled": empty if self.unlabelled is None else self.unlabelled.cpu()}  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.labelled = state["labelled"] if state["labelled"].numel() else None
+        self.labelled = state["labelled"] if state["labelled"].numel() else self.prior
         self.unlabelled = state["unlabelled"] if state["unlabelled"].numel() else None

@@ -466,3 +466,22 @@ def test_weak_to_strong_cuts_the_aligned_prediction():
     built = build_method("fixmatch_t05_da", network=UNet(2, 1, 3, channels=(4, 8), strides=(2,)), run_length=10,
                          unit="iterations")  # fmt: skip
     assert "distribution_alignment" in built.state_dict()
+
+
+def test_distribution_alignment_to_a_given_prior_ignores_the_labelled_crops():
+    """A ``prior`` (the labelled volumes' class shares) stands for the labelled marginal: the over-stated foreground of
+    crops centred on it does not move it; a prior of the wrong length or with a negative share is refused."""
+    from medssl.handlers.distribution_alignment import DistributionAlignment
+
+    engine = _engine()
+    engine.state.output = {SSLKeys.LABEL: torch.ones(1, 1, 4, 4)}  # a crop centred on the foreground: all of it
+    align = DistributionAlignment(momentum=0.0, prior=[9, 1])  # normalised: 0.9 / 0.1
+    p = torch.full((1, 1, 4, 4), 0.2)
+    aligned = torch.sigmoid(align(engine, torch.logit(p)))
+    # q' = normalise([0.8, 0.2] * [0.9, 0.1] / [0.8, 0.2]) = [0.9, 0.1]
+    assert torch.allclose(aligned, torch.full_like(p, 0.1), atol=1e-5)
+    assert torch.allclose(align.labelled, torch.tensor([0.9, 0.1]))
+    with pytest.raises(ValueError, match="2 class shares, the prediction 3 classes"):
+        DistributionAlignment(prior=[0.5, 0.5])(engine, torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="non-negative class shares"):
+        DistributionAlignment(prior=[1.0, -0.5])
