@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from medssl.bench.measure import machine_info, matmul_gflops, max_rss_bytes, mib
-from medssl.workflows.sizes import BRATS_ROI, LA_CPU, LA_CPU_ROI, LUNG_ROI, brats_network, la_network, lung_network
+from medssl.workflows.sizes import BRATS_ROI, LA_CPU, LUNG_ROI, brats_network, la_network, lung_network
 from medssl.bench.speed_infer import bench_inference, bench_validation
 from medssl.bench.speed_report import targets, write_report
 from medssl.bench.speed_train import bench_training
@@ -101,13 +101,22 @@ def _run_phase_isolated(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
         return pool.submit(_phase, name, cfg).result()
 
 
-# The LA track's CPU protocol (medssl.bench.tracks "la"/"cpu"): LA volumes are about 190 x 140 x 88 voxels, 8 of them
-# validate, every 200 iterations.
-_LA = {
-    "la_channels": list(LA_CPU.channels), "la_roi": list(LA_CPU_ROI), "la_n_labeled": 4, "la_n_unlabeled": 4,
-    "la_shape": [1, 190, 140, 88], "la_scale": 0.5, "la_val_volumes": 8, "la_sw_batch_size": 4, "la_val_repeats": 2,
-    "la_val_interval": 200,
-}  # fmt: skip
+def _la_config() -> dict[str, Any]:
+    """The LA track's CPU protocol (medssl.bench.tracks "la"/"cpu") as this benchmark's settings: its patch, batch,
+    zoom, sliding-window batch and validation interval; LA volumes are about 190 x 140 x 88 voxels, 8 of them
+    validate."""
+    from medssl.bench.tracks import TRACKS
+
+    proto = TRACKS["la"].protocols["cpu"]
+    o = proto.overrides
+    return {
+        "la_channels": list(LA_CPU.channels), "la_roi": list(o["roi_size"]), "la_n_labeled": o["batch_size"],
+        "la_n_unlabeled": o["unlabeled_batch_size"], "la_shape": [1, 190, 140, 88], "la_scale": o["scale"],
+        "la_val_volumes": 8, "la_sw_batch_size": o["sw_batch_size"], "la_val_repeats": 2,
+        "la_val_interval": proto.val_interval,
+    }  # fmt: skip
+
+
 # instance norm needs more than one voxel at the UNet's bottom: 32^3 patches, 4 levels
 _LA_QUICK = {
     "la_channels": [4, 8, 16, 32], "la_roi": [32, 32, 32], "la_n_labeled": 2, "la_n_unlabeled": 2,
@@ -131,7 +140,7 @@ def default_config(quick: bool = False) -> dict[str, Any]:
         "train_roi": list(LUNG_ROI), "n_labeled": 2, "n_unlabeled": 2, "train_repeats": 7, "train_warmup": 2,
         "ct_shape": [1, 256, 256, 200], "ct_roi": list(LUNG_ROI), "ct_sw_batch_size": 4, "infer_repeats": 2,
         "brats_shape": [4, 240, 240, 155], "brats_roi": list(BRATS_ROI), "brats_sw_batch_size": 2,
-        "brats_repeats": 1, "matmul_size": 2048, **_LA,
+        "brats_repeats": 1, "matmul_size": 2048, **_la_config(),
     }  # fmt: skip
 
 

@@ -203,3 +203,11 @@ def test_update_names_the_machine_and_run_a_kept_phase_came_from(report):
     assert f"Phase `infer_ct` is kept from an earlier run ({date}; Other CPU, fp32 matmul 50.0 GFLOP/s; another" in text
     same_cpu = speed.merge_reports(report, {**report, "phases": {"train": report["phases"]["train"]}})
     assert "another machine" not in speed_report.to_markdown(same_cpu)
+
+
+def test_la_phases_take_the_tracks_protocol():
+    from medssl.bench.tracks import TRACKS
+
+    cfg, proto = speed.default_config(), TRACKS["la"].protocols["cpu"]
+    assert cfg["la_roi"] == proto.overrides["roi_size"] and cfg["la_scale"] == proto.overrides["scale"]
+    assert (cfg["la_n_labeled"], cfg["la_n_unlabeled"]) == (4, 4) and cfg["la_val_interval"] == proto.val_interval
