@@ -26,7 +26,6 @@ __all__ = [
     "BRATS_BUNDLE",
     "BRATS_ROI",
     "LA_CPU",
-    "LA_CPU_ROI",
     "DEMO_LUNG",
     "SMALL_LUNG",
     "SMALL_BRATS2D",
@@ -128,10 +127,9 @@ LUNG_ROI = (96, 96, 96)
 LUNG_FEATURE_LAYER = "model.1"
 BRATS_BUNDLE = TransBTSSize((16, 32, 64, 128), embed_dim=512, num_layers=4, num_heads=8, mlp_dim=4096)
 BRATS_ROI = (128, 128, 128)
-#: The LA track's CPU protocol (medssl.bench.tracks): the LA bundle's UNet without residual units, 64 x 64 x 32
-#: patches of the volumes at half resolution, a patch of each of 4 labelled and 4 unlabelled volumes a step.
+#: The LA track's CPU-protocol network (medssl.bench.tracks, whose protocol also holds its patch and batch sizes): the
+#: LA bundle's UNet without residual units.
 LA_CPU = LungUNet((16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=0, norm="instance")
-LA_CPU_ROI = (64, 64, 32)
 
 #: ``medssl demo``: the lung-vessel bundle at a size that trains in minutes on a CPU: 48^3 patches, a 4-level UNet.
 DEMO_LUNG = RunSize(LungUNet((16, 32, 64, 128), (2, 2, 2), num_res_units=1), (48, 48, 48), batch_size=2,

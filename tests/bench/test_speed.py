@@ -164,7 +164,7 @@ def test_la_network_is_the_tracks():
         parser[key] = overrides[key]
     expected = {k: v.shape for k, v in parser.get_parsed_content("network_def").state_dict().items()}
     assert {k: v.shape for k, v in sizes.la_network().state_dict().items()} == expected
-    assert list(sizes.LA_CPU_ROI) == overrides["roi_size"] and parser["network_norm"] == sizes.LA_CPU.norm
+    assert parser["network_norm"] == sizes.LA_CPU.norm
     assert parser.get_parsed_content("feature_channels") == sizes.LA_CPU.feature_channels
 
 
