@@ -141,7 +141,7 @@ class _Timing:
         return {
             "wall_seconds": round(self.base_wall + time.perf_counter() - self.wall0, 1),
             "cpu_seconds": round(self.base_cpu + time.process_time() - self.cpu0, 1),
-            "val_seconds": round(self.val_seconds, 1),
+            "val_seconds": round(self.val_seconds, 3),  # a pass of a tiny smoke set takes milliseconds
             "val_passes": self.val_passes,
             "sittings": self.sittings,
             "threads": torch.get_num_threads(),
