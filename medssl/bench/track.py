@@ -6,10 +6,14 @@ the runs of a comparison, one per (method, labelled setting, seed). Every run is
 a fixed number of iterations with the learning rate decayed over exactly that length, keeps the checkpoint with the
 best validation Dice, and is scored once at the end with the bundle's ``evaluate.json`` on the test cases (Dice and
 HD95 per volume). Runs resume: a finished run (``result.json``) is skipped, an interrupted one continues from its
-last checkpoint (the bundle's ``resume``), so a track too long for one sitting runs across several.
+last checkpoint (the bundle's ``resume``), so a track too long for one sitting runs across several. A track may
+also score each run's chosen checkpoint after other post-processing (:attr:`Track.post`, e.g. LA's largest connected
+component, the LA papers' convention): the same checkpoint, chosen on validation as before, scored once more; a
+finished run without such a score gets it when the run is asked for again, without training.
 
 Layout under ``out``: ``data/`` (the converted dataset), ``<protocol>/runs/<method>/<setting>/seed<k>/`` (each run's
-bundle root: ``models/``, ``eval/val_curve.csv``, ``test/per_case.csv``, ``timing.json``, ``result.json``),
+bundle root: ``models/``, ``eval/val_curve.csv``, ``test/per_case.csv``, ``test_<post>/per_case.csv``, ``timing.json``,
+``result.json``),
 ``<protocol>/teachers/<setting>/seed<k>/`` (the lower bound's pseudo-labels that teacher-student runs read) and the
 report (:mod:`medssl.bench.track_report`).
 """
@@ -36,6 +40,8 @@ __all__ = ["LOWER", "UPPER", "Protocol", "Track", "RunSpec", "run_one", "run_tra
 
 UPPER = "upper_bound"
 LOWER = "lower_bound"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,9 @@ class Track:
     replicate: str = "seed"
     #: bundle settings of every protocol (the data layout the track's datalists need)
     common: Mapping[str, Any] = field(default_factory=dict)
+    #: other post-processings each run's chosen checkpoint is also scored with, name -> evaluate.json settings; the
+    #: scores go to ``result.json["post"][name]`` and the per-case table to ``test_<name>/``
+    post: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def datalist(self, datalists: Mapping[str, Path], setting: str, seed: int) -> Path:
         """The datalist of a (setting, seed) run."""
@@ -163,7 +172,8 @@ def run_one(
 ) -> dict[str, Any]:
     """Train (or finish) ``spec``'s run and score its best checkpoint on the test cases; return its result.
 
-    A run with a ``result.json`` is not run again. Teacher-student runs first write the pseudo-labels of the same
+    A run with a ``result.json`` is not trained again; it is scored with the track's other post-processings it has no
+    scores of (:attr:`Track.post`) where its best checkpoint is there. Teacher-student runs first write the pseudo-labels of the same
     setting's and seed's lower bound (which must be finished) with the bundle's ``inference.json``.
 
     Raises:
@@ -173,13 +183,19 @@ def run_one(
     root = Path(out) / protocol
     run_dir = run_dir_of(root, spec)
     result_path = run_dir / "result.json"
-    if result_path.is_file():
-        return read_json(result_path)
-    run_dir.mkdir(parents=True, exist_ok=True)
     datalist = track.datalist(datalists, "all" if spec.method == UPPER else spec.setting, spec.seed)
-    iterations = iterations or proto.iterations
     # the device only: the bundle's own amp setting stays
     device_values = {k: v for k, v in device_overrides(device).items() if k == "device"}
+    if result_path.is_file():
+        result = read_json(result_path)
+        if all(name in result.get("post", {}) for name in track.post):
+            return result
+        if reads_pseudo_labels(spec.method):
+            datalist = _teacher_dir(root, spec) / "datalist.json"
+        values = _run_values(track, proto, spec, run_dir, datalist, result["iterations"], device_values)
+        return _score_post(track, values, run_dir, result)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    iterations = iterations or proto.iterations
     if reads_pseudo_labels(spec.method):
         teacher = _teacher_dir(root, spec)
         if not (teacher / "datalist.json").is_file():
@@ -190,17 +206,7 @@ def run_one(
                 track.task, best, datalist, teacher, {**_inference_overrides(proto.overrides), **device_values}, device
             )
         datalist = teacher / "datalist.json"
-    values: dict[str, Any] = {
-        "bundle_root": str(run_dir),
-        "datalist": str(datalist),
-        "seed": spec.seed,
-        "resume": True,
-        **track.budget(iterations, proto.val_interval),
-        **dict(track.common),
-        **dict(proto.overrides),
-        **METHODS[spec.method],
-        **device_values,
-    }
+    values = _run_values(track, proto, spec, run_dir, datalist, iterations, device_values)
     previous = logging.root.manager.disable
     if not verbose:  # the bundles log every few iterations; keep warnings, errors (and a progress bar on a terminal)
         logging.disable(logging.INFO)
@@ -215,11 +221,7 @@ def run_one(
         wf.run()
         timing.save()
         wf.finalize()
-        test = config_workflow(bundle, ["train.json", "evaluate.json"], {**values, "output_dir": str(run_dir / "test")})
-        test.initialize()
-        test.run()
-        metrics = {k: float(v) for k, v in test.parser.get_parsed_content("validate#evaluator").state.metrics.items()}
-        test.finalize()
+        metrics = _score(track, values, run_dir / "test")
     finally:
         logging.disable(previous)
     curve_path = run_dir / "eval" / "val_curve.csv"
@@ -235,6 +237,54 @@ def run_one(
         **timing.totals(),
     }
     write_json(result, result_path)
+    return _score_post(track, values, run_dir, result)
+
+
+def _run_values(
+    track: Track, proto: Protocol, spec: RunSpec, run_dir: Path, datalist: Path, iterations: int, device: Mapping
+) -> dict[str, Any]:
+    """The bundle settings of ``spec``'s run."""
+    return {
+        "bundle_root": str(run_dir),
+        "datalist": str(datalist),
+        "seed": spec.seed,
+        "resume": True,
+        **track.budget(iterations, proto.val_interval),
+        **dict(track.common),
+        **dict(proto.overrides),
+        **METHODS[spec.method],
+        **device,
+    }
+
+
+def _score(track: Track, values: Mapping[str, Any], output_dir: Path) -> dict[str, float]:
+    """Score the run's best checkpoint on the test cases with the bundle's ``evaluate.json``; the per-case table goes to
+    ``output_dir``."""
+    bundle = TASKS[track.task].bundle
+    test = config_workflow(bundle, ["train.json", "evaluate.json"], {**values, "output_dir": str(output_dir)})
+    test.initialize()
+    test.run()
+    metrics = {k: float(v) for k, v in test.parser.get_parsed_content("validate#evaluator").state.metrics.items()}
+    test.finalize()
+    return metrics
+
+
+def _score_post(track: Track, values: Mapping[str, Any], run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Add the scores of the track's other post-processings that ``result`` lacks, saving it after each."""
+    post = dict(result.get("post", {}))
+    missing = [name for name in track.post if name not in post]
+    if missing and not (run_dir / "models" / "model_best.pt").is_file():  # a record kept without its checkpoints
+        logger.warning(f"{run_dir}: no models/model_best.pt to score with {', '.join(missing)}; left without them")
+        return result
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        for name in missing:
+            post[name] = _score(track, {**values, **track.post[name]}, run_dir / f"test_{name}")
+            result = {**result, "post": post}
+            write_json(result, run_dir / "result.json")
+    finally:
+        logging.disable(previous)
     return result
 
 

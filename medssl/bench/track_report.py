@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from medssl.workflows.tasks import METHODS, TASKS
-from medssl.bench.track import LOWER, UPPER
+from medssl.bench.track import LOWER, UPPER, Track
 from medssl.bench.tracks import TRACKS
 from medssl.data.io import atomic_path, read_json
 from medssl.visualize import save_figure
@@ -38,6 +38,8 @@ def collect(root: str | Path) -> pd.DataFrame:
         row = {k: r.get(k) for k in ("method", "setting", "seed", "iterations", "best_val_dice", "best_val_iteration")}
         row.update({k: r.get(k) for k in ("wall_seconds", "cpu_seconds", "sittings", "val_seconds", "val_passes")})
         row.update({k.removeprefix("val_"): v for k, v in r["test"].items()})
+        for name, metrics in r.get("post", {}).items():  # the track's other post-processings: "<metric>_<name>"
+            row.update({f"{k.removeprefix('val_')}_{name}": v for k, v in metrics.items()})
         row["run_dir"] = path.parent.relative_to(root).as_posix()
         rows.append(row)
     return pd.DataFrame(rows)
@@ -46,14 +48,16 @@ def collect(root: str | Path) -> pd.DataFrame:
 def export_records(root: str | Path, dest: str | Path) -> list[Path]:
     """Copy the :data:`RECORD_FILES` of every finished run under ``root`` into the same layout under ``dest``.
 
-    Each file is written atomically; a run without ``result.json`` (unfinished) is not exported. Returns the run
-    folders written under ``dest``.
+    Each file is written atomically, with the per-case tables of the track's other post-processings
+    (``test_<name>/per_case.csv``); a run without ``result.json`` (unfinished) is not exported. Returns the run folders
+    written under ``dest``.
     """
     root, dest = Path(root), Path(dest)
     written = []
     for result in sorted(root.glob(_RESULTS)):
         run = result.parent.relative_to(root)
-        for name in RECORD_FILES:
+        post = [p.relative_to(root / run).as_posix() for p in sorted((root / run).glob("test_*/per_case.csv"))]
+        for name in (*RECORD_FILES, *post):
             if (root / run / name).is_file():
                 with atomic_path(dest / run / name) as tmp:
                     shutil.copyfile(root / run / name, tmp)
@@ -61,8 +65,9 @@ def export_records(root: str | Path, dest: str | Path) -> list[Path]:
     return written
 
 
-def gap_closed(runs: pd.DataFrame, method: str, setting: str) -> pd.DataFrame:
-    """Per seed: the method's test Dice, the lower and upper bounds', and ``(method - lower) / (upper - lower)``."""
+def gap_closed(runs: pd.DataFrame, method: str, setting: str, metric: str = "mean_dice") -> pd.DataFrame:
+    """Per seed: the method's test Dice, the lower and upper bounds', and ``(method - lower) / (upper - lower)``
+    (``metric``: the column scored, e.g. ``mean_dice_lcc`` after a post-processing)."""
     out = []
     for seed in sorted(runs.loc[runs.method == method, "seed"].unique()):
         me = runs[(runs.method == method) & (runs.setting == setting) & (runs.seed == seed)]
@@ -70,21 +75,23 @@ def gap_closed(runs: pd.DataFrame, method: str, setting: str) -> pd.DataFrame:
         up = runs[(runs.method == UPPER) & (runs.seed == seed)]
         if me.empty or lo.empty or up.empty:
             continue
-        m, low, high = (float(x.mean_dice.iloc[0]) for x in (me, lo, up))
+        m, low, high = (float(x[metric].iloc[0]) for x in (me, lo, up))
         gap = high - low
         out.append({"seed": seed, "dice": m, "lower": low, "upper": high,
                     "closed": (m - low) / gap if gap > 0 else np.nan, "beats_lower": m > low})  # fmt: skip
     return pd.DataFrame(out)
 
 
-def paired_difference(runs: pd.DataFrame, method: str, setting: str, control: str = PAIRED) -> pd.DataFrame:
+def paired_difference(
+    runs: pd.DataFrame, method: str, setting: str, control: str = PAIRED, metric: str = "mean_dice"
+) -> pd.DataFrame:
     """Per seed with both runs: the method's test Dice minus the ``control``'s of the same setting and seed.
 
     The paired control shares the methods' random stream up to their warm-up, so the difference is what the method's
     unsupervised loss did rather than another draw of the supervised run.
     """
     both = runs[runs.method.isin((method, control)) & (runs.setting == setting)]
-    dice = both.pivot_table(index="seed", columns="method", values="mean_dice", aggfunc="first")
+    dice = both.pivot_table(index="seed", columns="method", values=metric, aggfunc="first")
     if method not in dice or control not in dice:
         return pd.DataFrame(columns=["seed", "difference"])
     diff = (dice[method] - dice[control]).dropna()
@@ -151,29 +158,14 @@ def write_report(track_name: str, protocol: str, out: str | Path) -> Path:
                   f"{track.replicate} (the same run without the unsupervised loss), mean (sd), then each "
                   f"{track.replicate}: + above, - below, = the same.", ""]  # fmt: skip
     order = [m for m in METHODS if m in set(runs.method)]
+    posts = [(name, f"_{name}") for name in track.post if f"mean_dice_{name}" in runs]
     for setting in sorted({s for s in runs.setting if s != "all"}) or ["all"]:
-        part = runs[(runs.setting == setting) | (runs.method == UPPER)]
         lines += [f"## labelled setting {setting}", ""]
-        head = ["method", f"{track.replicate}s", "Dice", *classes]
-        head += ["HD95", *(name for _, name in surface), "best val Dice", "gap closed", "beats lower",
-                 "against the paired control", "CPU h"]  # fmt: skip
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for method in order:
-            sel = part[part.method == method]
-            if sel.empty:
-                continue
-            gaps = gap_closed(runs, method, setting) if method not in (LOWER, UPPER) else pd.DataFrame()
-            cells = [method, ",".join(str(int(s)) for s in sorted(sel.seed)), _mean_sd(sel.mean_dice)]
-            cells += [_mean_sd(sel[f"dice_{c}"]) if f"dice_{c}" in sel else "-" for c in classes]
-            cells += [_mean_sd(sel["hd95"], "{:.1f}") if "hd95" in sel else "-"]
-            cells += [_mean_sd(sel[key], "{:.3f}" if key == "jaccard" else "{:.2f}") for key, _ in surface]
-            cells += [_mean_sd(sel.best_val_dice)]
-            paired = paired_difference(runs, method, setting) if method not in (LOWER, UPPER, PAIRED) else None
-            cells += [_mean_sd(gaps.closed, "{:.0%}") if not gaps.empty else "",
-                      " ".join("yes" if b else "no" for b in gaps.beats_lower) if not gaps.empty else "",
-                      _paired_cell(paired), f"{sel.cpu_seconds.sum() / 3600:.2f}"]  # fmt: skip
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += _table(runs, track, setting, order, classes, surface)
+        for name, suffix in posts:
+            settings = ", ".join(f"{k} {v}" for k, v in track.post[name].items())
+            lines += [f"After post-processing `{name}` ({settings}): the same checkpoints scored again.", ""]
+            lines += _table(runs, track, setting, order, classes, surface, suffix)
     flat = _flatness(runs, root, track.replicate) or ["- (no upper-bound curve yet)"]
     lines += ["Convergence of the upper bound:", ""] + flat
     lines += ["", f"CPU time of the {len(runs)} runs: {runs.cpu_seconds.sum() / 3600:.1f} h "
@@ -188,6 +180,36 @@ def write_report(track_name: str, protocol: str, out: str | Path) -> Path:
         tmp.write_text("\n".join(lines))
     _plot_curves(runs, root)
     return root / "table.md"
+
+
+def _table(
+    runs: pd.DataFrame, track: Track, setting: str, order: list[str], classes: list[str], surface: list, suffix: str = ""
+) -> list[str]:
+    """The markdown table of one labelled setting: each method's test metrics (the columns ending in ``suffix``: a
+    post-processing's), best validation Dice, gap closed, paired difference and CPU time."""
+    part = runs[(runs.setting == setting) | (runs.method == UPPER)]
+    dice = f"mean_dice{suffix}"
+    head = ["method", f"{track.replicate}s", "Dice", *classes]
+    head += ["HD95", *(name for _, name in surface), "best val Dice", "gap closed", "beats lower",
+             "against the paired control", "CPU h"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in order:
+        sel = part[part.method == method]
+        if sel.empty or dice not in sel or sel[dice].isna().all():
+            continue
+        gaps = gap_closed(runs, method, setting, dice) if method not in (LOWER, UPPER) else pd.DataFrame()
+        cells = [method, ",".join(str(int(s)) for s in sorted(sel.seed)), _mean_sd(sel[dice])]
+        cells += [_mean_sd(sel[f"dice_{c}{suffix}"]) if f"dice_{c}{suffix}" in sel else "-" for c in classes]
+        cells += [_mean_sd(sel[f"hd95{suffix}"], "{:.1f}") if f"hd95{suffix}" in sel else "-"]
+        cells += [_mean_sd(sel[f"{key}{suffix}"], "{:.3f}" if key == "jaccard" else "{:.2f}")
+                  if f"{key}{suffix}" in sel else "-" for key, _ in surface]  # fmt: skip
+        cells += [_mean_sd(sel.best_val_dice)]
+        paired = paired_difference(runs, method, setting, metric=dice) if method not in (LOWER, UPPER, PAIRED) else None
+        cells += [_mean_sd(gaps.closed, "{:.0%}") if not gaps.empty else "",
+                  " ".join("yes" if b else "no" for b in gaps.beats_lower) if not gaps.empty else "",
+                  _paired_cell(paired), f"{sel.cpu_seconds.sum() / 3600:.2f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _plot_curves(runs: pd.DataFrame, root: Path) -> None:

@@ -17,7 +17,7 @@ from medssl.bench.track import RunSpec, run_dir_of, run_one, run_specs, run_trac
 from medssl.bench.track_report import export_records, gap_closed, paired_difference, write_report
 from medssl.bench.tracks import TRACKS
 from medssl.cli import main
-from medssl.data.io import read_json
+from medssl.data.io import read_json, write_json
 from medssl.checkpoints import load_state_dict_file
 
 ACDC = TRACKS["acdc"]
@@ -219,6 +219,37 @@ def test_la_track_prepares_the_papers_settings_and_scores_the_four_metrics(tmp_p
     # the report carries the four metrics; the binary task's one channel is not repeated as a column
     report = write_report("la", "smoke", tmp_path).read_text()
     assert "| method | seeds | Dice | HD95 | Jaccard | ASD | best val Dice |" in report, report
+    # the same checkpoints scored again after keeping the largest connected component (the LA papers' scoring)
+    for r, spec in zip(results, specs):
+        assert set(r["post"]["lcc"]) == set(r["test"]), r
+        assert (run_dir_of(tmp_path / "smoke", spec) / "test_lcc" / "per_case.csv").is_file()
+    assert "After post-processing `lcc` (largest_component True)" in report, report
+    assert report.count("| method | seeds | Dice | HD95 | Jaccard | ASD | best val Dice |") == 2, report
+
+
+def test_la_track_scores_a_finished_run_with_a_new_post_processing_without_training(tmp_path):
+    """A run finished before its track scored the largest component gets that score when asked for again: the same
+    best checkpoint, no training; a record kept without checkpoints is left as it is."""
+    from _ssl4mis import make_la_like
+
+    LA = TRACKS["la"]
+    root = make_la_like(tmp_path / "la", cases=18, size=72)
+    spec = RunSpec("lower_bound", "1", 0)
+    first = run_track(LA, "smoke", [spec], root, tmp_path, device="cpu", jobs=1)[0]
+    run_dir = run_dir_of(tmp_path / "smoke", spec)
+    old = {k: v for k, v in first.items() if k != "post"}
+    write_json(old, run_dir / "result.json")
+    last = (run_dir / "models" / "model_last.pt").stat().st_mtime_ns
+    again = run_track(LA, "smoke", [spec], root, tmp_path, device="cpu", jobs=1)[0]
+    assert again["post"] == first["post"] and again["test"] == first["test"]
+    assert read_json(run_dir / "result.json")["post"] == first["post"]
+    assert (run_dir / "models" / "model_last.pt").stat().st_mtime_ns == last  # not trained again
+    # exported records have no checkpoints: asked for again, they stay as they are
+    export_records(tmp_path / "smoke", tmp_path / "records" / "smoke")
+    kept = run_dir_of(tmp_path / "records" / "smoke", spec)
+    assert (kept / "test_lcc" / "per_case.csv").is_file()
+    write_json(old, kept / "result.json")
+    assert run_track(LA, "smoke", [spec], root, tmp_path / "records", device="cpu", jobs=1)[0] == old
 
 
 def test_brats3d_track_folds_are_the_2d_tracks_and_train_at_half_resolution(brats_folder, tmp_path):
