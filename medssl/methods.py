@@ -591,7 +591,9 @@ register(
          "labelled_mix": True, "largest_component": False},
         _bcp, "copy-paste among labelled images in pre-training, then bidirectional copy-paste of labelled and "
         "unlabelled images with EMA-teacher pseudo-labels",
-    )
+    ),
+    # bcp_lcc: the largest connected component of each class of a pseudo-label, as BCP's LA code does (its nms=1)
+    variants={"bcp": {}, "bcp_lcc": {"largest_component": True}},
 )
 register(
     Method(
