@@ -33,11 +33,14 @@ _WEIGHT = "copy_paste_weight"
 def largest_components(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``labels`` (``(batch, 1, *spatial)``, values ``0..num_classes-1``) with each foreground class of each image
     kept only in its largest connected component (MONAI's ``KeepLargestConnectedComponent``, classes independent);
-    the rest becomes background."""
+    the rest becomes background. A plain tensor: a loader's labels carry each file's header (MetaTensor), which
+    per-image results stacked back would not keep as a batch's."""
     from monai.transforms import KeepLargestConnectedComponent
+    from monai.utils import convert_to_tensor
 
     keep = KeepLargestConnectedComponent(applied_labels=list(range(1, num_classes)), is_onehot=False, independent=True)
-    return torch.stack([torch.as_tensor(keep(item)).to(labels) for item in labels])
+    plain = convert_to_tensor(labels, track_meta=False)
+    return torch.stack([convert_to_tensor(keep(item), track_meta=False).to(plain) for item in plain])
 
 
 class CopyPasteHandler:

@@ -116,6 +116,7 @@ def test_method_trains_and_evaluates(split, tmp_path, method):
         ("fixmatch", {"cut": "adaptive"}, "unsupervised"),
         ("unimatch", {}, "feature_perturbation"),
         ("bcp", {}, "copy_paste"),
+        ("bcp", {"largest_component": True}, "copy_paste"),  # the loaders' MetaTensor batches through the LCC
         ("vat", {}, "vat"),
     ],
 )

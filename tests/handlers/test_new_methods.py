@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine, Events
@@ -360,6 +361,30 @@ def test_largest_components_keeps_each_class_largest_blob_per_image():
     kept = largest_components(labels, 3)
     assert kept[0, 0, 7, 7] == 0 and kept[0, 0, :3, :3].eq(1).all() and kept[0, 0, 5:7, 0:2].eq(2).all()
     assert kept[1].sum() == 1 and kept.shape == labels.shape
+
+
+def test_largest_components_of_a_loaded_batch_slice_like_a_tensor(tmp_path):
+    """Labels of a loader's batch carry each file's header (MetaTensor): the kept components are a plain tensor that
+    the copy-paste box slices in halves (stacked per-image MetaTensors kept one image's header as the batch's, and
+    slicing them failed on the LA track)."""
+    import nibabel as nib
+    from monai.data import list_data_collate
+    from monai.transforms import LoadImage
+
+    from medssl.handlers.copy_paste import largest_components
+
+    load, items = LoadImage(ensure_channel_first=True), []
+    for i in range(4):
+        volume = np.zeros((8, 8, 8), np.float32)
+        volume[i : i + 2, :2, :2] = 1
+        volume[7, 7, 7] = 1  # a stray voxel, dropped
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / f"case{i}.nii.gz")
+        items.append({"label": load(tmp_path / f"case{i}.nii.gz")})
+    batch = list_data_collate(items)["label"]
+    kept = largest_components(batch, 2)
+    assert type(kept) is torch.Tensor and kept.shape == batch.shape and kept.dtype == batch.dtype
+    assert kept[2:].shape == (2, 1, 8, 8, 8)
+    assert kept.sum() == 4 * 8 and kept[:, 0, 7, 7, 7].eq(0).all()
 
 
 def test_copy_paste_can_keep_the_largest_component_of_the_pseudo_labels():
