@@ -76,6 +76,8 @@ def gap_closed(runs: pd.DataFrame, method: str, setting: str, metric: str = "mea
         if me.empty or lo.empty or up.empty:
             continue
         m, low, high = (float(x[metric].iloc[0]) for x in (me, lo, up))
+        if np.isnan([m, low, high]).any():  # a run not (yet) scored with this metric
+            continue
         gap = high - low
         out.append({"seed": seed, "dice": m, "lower": low, "upper": high,
                     "closed": (m - low) / gap if gap > 0 else np.nan, "beats_lower": m > low})  # fmt: skip

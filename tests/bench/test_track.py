@@ -105,6 +105,10 @@ def test_gap_closed_per_seed():
     gaps = gap_closed(runs, "segpl", "3")
     assert gaps["closed"].tolist() == pytest.approx([0.75, -0.125])
     assert gaps["beats_lower"].tolist() == [True, False]
+    # after a post-processing that seed 1's lower bound has not been scored with yet: seed 1 is left out, not "no"
+    runs["mean_dice_lcc"] = [0.5, 0.8, 0.65, None, 0.9, 0.6]
+    gaps = gap_closed(runs, "segpl", "3", "mean_dice_lcc")
+    assert gaps["seed"].tolist() == [0] and gaps["closed"].tolist() == pytest.approx([0.5])
 
 
 def test_paired_difference_and_its_column(tmp_path):
