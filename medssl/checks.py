@@ -6,7 +6,7 @@ import math
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-__all__ = ["check_in_range", "check_positive", "check_choice", "check_type", "check_renamed"]
+__all__ = ["check_bool", "check_in_range", "check_positive", "check_choice", "check_type", "check_renamed"]
 
 
 def check_type(name: str, value: Any, types: type | tuple[type, ...]) -> Any:
@@ -15,6 +15,22 @@ def check_type(name: str, value: Any, types: type | tuple[type, ...]) -> Any:
         expected = " or ".join(t.__name__ for t in _as_tuple(types))
         raise TypeError(f"{name} must be {expected}, got {type(value).__name__} ({value!r}).")
     return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` as a bool: a bool, 0 or 1, or the words ``true`` / ``false`` in any case (``python -m monai.bundle run
+    ... --amp false`` passes the string ``"false"``, which Python would read as true); anything else raises
+    ``ValueError``.
+
+    >>> check_bool("amp", "false"), check_bool("resume", "True"), check_bool("amp", 0)
+    (False, True, False)
+    """
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")  # no subclass of bool
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)) or numpy_bool:
+        return bool(value)
+    raise ValueError(f"{name} must be true or false, got {value!r}.")
 
 
 def check_in_range(

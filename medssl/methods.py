@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from medssl.checks import check_choice, check_renamed
+from medssl.checks import check_bool, check_choice, check_renamed
 
 # The pieces (handlers, losses; torch and MONAI with them) are imported by the builders that use them: the registry,
 # its names, settings and descriptions (`medssl methods`, argument checks) load without them.
@@ -268,7 +268,9 @@ def resolve_settings(name: str, block: Mapping[str, Any] | None = None) -> dict[
         raise ValueError(
             f"method settings {unknown} are not settings of any method; {name!r} takes {sorted(method.defaults)}"
         )
-    return {k: block.get(k, v) for k, v in method.defaults.items()}
+    # a bundle's --method#largest_component false arrives as a string
+    return {k: check_bool(f"method#{k}", block[k]) if k in block and isinstance(v, bool) else block.get(k, v)
+            for k, v in method.defaults.items()}  # fmt: skip
 
 
 def method_of(name: str) -> tuple[str, dict[str, Any]]:

@@ -14,7 +14,7 @@ from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents, default_prepare_batch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from medssl.checks import check_positive
+from medssl.checks import check_bool, check_positive
 from medssl.engines.keys import SSLEvents, SSLKeys
 from medssl.losses.semi_supervised import LossTerm, SemiSupervisedLoss
 
@@ -120,6 +120,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         **kwargs: Any,
     ) -> None:
         check_positive("unsup_weight", unsup_weight, strict=False)
+        if "amp" in kwargs:  # a bundle's --amp false arrives as a string
+            kwargs["amp"] = check_bool("amp", kwargs["amp"])
         kwargs["event_names"] = [*(kwargs.get("event_names") or []), SSLEvents]
         if kwargs.get("compile"):
             raise ValueError("compile=True is not supported by SemiSupervisedTrainer; compile the network instead.")

@@ -24,7 +24,7 @@ from monai.handlers import CheckpointLoader
 from monai.transforms import Randomizable, Transform
 
 from medssl.checkpoints import NetworkSettings, SettingsMismatch, load_state_dict_file
-from medssl.checks import check_choice, check_positive
+from medssl.checks import check_bool, check_choice, check_positive
 from medssl.data.io import atomic_path
 from medssl.errors import DataError
 
@@ -264,9 +264,9 @@ def resume_handlers(
     """A loader of ``checkpoint`` when ``resume`` is set and the file exists; nothing otherwise.
 
     So a bundle run with ``--resume true`` continues from its last checkpoint, and starts fresh (with a log line)
-    when there is none yet.
+    when there is none yet (``resume`` may be the string ``"true"`` / ``"false"`` the bundle CLI passes).
     """
-    if not resume:
+    if not check_bool("resume", resume):
         return []
     if not Path(checkpoint).is_file():
         logging.getLogger("medssl.checkpoint").warning(f"resume: no checkpoint at {checkpoint}, starting from scratch")

@@ -23,6 +23,7 @@ from monai.engines import SupervisedEvaluator
 from monai.inferers import Inferer, SlidingWindowInferer
 from monai.transforms import Activations, AsDiscrete, Compose, Invertd, KeepLargestConnectedComponent
 
+from medssl.checks import check_bool
 from medssl.data.datalist import case_id, load_datalist, require_unlabeled, save_datalist
 from medssl.data.io import write_nifti
 from medssl.device import resolve_device
@@ -175,7 +176,7 @@ def binary_label_map(threshold: float = 0.5, largest_component: bool = False) ->
     """The label map of one sigmoid channel's logits: ``sigmoid > threshold``, then, with ``largest_component``, only
     its largest connected component (as some LA papers score)."""
     steps: list[Any] = [Activations(sigmoid=True), AsDiscrete(threshold=threshold)]
-    if largest_component:
+    if check_bool("largest_component", largest_component):
         steps.append(KeepLargestConnectedComponent(applied_labels=[1]))
     return Compose(steps)
 

@@ -23,7 +23,7 @@ from monai.handlers import CheckpointSaver, HausdorffDistance, MeanDice, MeanIoU
 from monai.inferers import Inferer
 from monai.transforms import Activationsd, AsDiscreted, Compose, KeepLargestConnectedComponentd
 
-from medssl.checks import check_choice
+from medssl.checks import check_bool, check_choice
 from medssl.handlers.per_case_metrics import PerCaseMetricsWriter
 from medssl.device import resolve_device
 from medssl.inference.predict import make_sliding_window_inferer
@@ -60,7 +60,7 @@ def evaluation_postprocessing(
     task = check_choice("task", task, TASKS)
     if task == "binary":
         steps = [Activationsd("pred", sigmoid=True), AsDiscreted("pred", threshold=threshold)]
-        if largest_component:
+        if check_bool("largest_component", largest_component):
             steps.append(KeepLargestConnectedComponentd("pred", applied_labels=[1]))
         return Compose(steps)
     if task == "multiclass":
@@ -122,6 +122,9 @@ def build_evaluator(
         largest_component: a binary prediction keeps only its largest connected component before scoring.
     """
     device = resolve_device(device)
+    amp, surface, largest_component = (check_bool(k, v) for k, v in
+                                       (("amp", amp), ("surface", surface), ("largest_component", largest_component)))  # fmt: skip
+    hd95 = None if hd95 is None else check_bool("hd95", hd95)
     names = channel_names(task, class_names)
     if inferer is None:
         inferer = make_sliding_window_inferer(roi_size, device, sw_batch_size=sw_batch_size, overlap=overlap)
