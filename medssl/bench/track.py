@@ -173,8 +173,9 @@ def run_one(
     """Train (or finish) ``spec``'s run and score its best checkpoint on the test cases; return its result.
 
     A run with a ``result.json`` is not trained again; it is scored with the track's other post-processings it has no
-    scores of (:attr:`Track.post`) where its best checkpoint is there. Teacher-student runs first write the pseudo-labels of the same
-    setting's and seed's lower bound (which must be finished) with the bundle's ``inference.json``.
+    scores of (:attr:`Track.post`) where its best checkpoint is there. Teacher-student runs first write the
+    pseudo-labels of the same setting's and seed's lower bound (which must be finished) with the bundle's
+    ``inference.json``.
 
     Raises:
         FileNotFoundError: a teacher-student run whose lower bound has no best checkpoint yet.

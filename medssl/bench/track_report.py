@@ -185,7 +185,13 @@ def write_report(track_name: str, protocol: str, out: str | Path) -> Path:
 
 
 def _table(
-    runs: pd.DataFrame, track: Track, setting: str, order: list[str], classes: list[str], surface: list, suffix: str = ""
+    runs: pd.DataFrame,
+    track: Track,
+    setting: str,
+    order: list[str],
+    classes: list[str],
+    surface: list[tuple[str, str]],
+    suffix: str = "",
 ) -> list[str]:
     """The markdown table of one labelled setting: each method's test metrics (the columns ending in ``suffix``: a
     post-processing's), best validation Dice, gap closed, paired difference and CPU time."""
