@@ -18,15 +18,20 @@ def check_type(name: str, value: Any, types: type | tuple[type, ...]) -> Any:
 
 
 def check_bool(name: str, value: Any) -> bool:
-    """``value`` as a bool: a bool, 0 or 1, or the words ``true`` / ``false`` in any case (``python -m monai.bundle run
-    ... --amp false`` passes the string ``"false"``, which Python would read as true); anything else raises
-    ``ValueError``.
+    """``value`` as a bool: a bool, 0 or 1, or a word MONAI's ``str2bool`` reads (``true`` / ``false``, ``yes`` / ``no``,
+    any case): ``python -m monai.bundle run ... --amp false`` passes the string ``"false"``, which Python would read
+    as true. Anything else raises ``ValueError`` naming the setting.
 
     >>> check_bool("amp", "false"), check_bool("resume", "True"), check_bool("amp", 0)
     (False, True, False)
     """
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
+    if isinstance(value, str):
+        from monai.utils import str2bool  # here: medssl's light commands import this module without MONAI
+
+        try:
+            return str2bool(value.strip())
+        except ValueError:
+            pass
     numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")  # no subclass of bool
     if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)) or numpy_bool:
         return bool(value)

@@ -18,13 +18,13 @@ from medssl.workflows.evaluation import build_evaluator
 @pytest.mark.parametrize(
     "value, expected",
     [(True, True), (False, False), ("true", True), ("false", False), ("True", True), (" FALSE ", False), (1, True),
-     (0, False), (np.bool_(True), True)],  # fmt: skip
+     (0, False), (np.bool_(True), True), ("no", False), ("yes", True)],  # fmt: skip
 )
 def test_check_bool_reads_the_clis_words(value, expected):
     assert check_bool("amp", value) is expected
 
 
-@pytest.mark.parametrize("value", ["no", "0.5", 2, None, "yes please"])
+@pytest.mark.parametrize("value", ["0.5", 2, None, "yes please", ""])
 def test_check_bool_refuses_anything_else_naming_the_setting(value):
     with pytest.raises(ValueError, match="largest_component must be true or false"):
         check_bool("largest_component", value)
