@@ -72,7 +72,11 @@ def _add_accuracy(parser: argparse.ArgumentParser) -> None:
         help="a real-data track (instead of the phantom presets), one of %(choices)s: acdc needs --data, an "
         "SSL4MIS-layout ACDC folder",
     )  # fmt: skip
-    parser.add_argument("--protocol", default="cpu", help="the track's protocol: cpu, paper or smoke (default cpu)")
+    parser.add_argument(
+        "--protocol", default="cpu",
+        help="the track's protocol: cpu, paper or smoke (la also cpu_long, its cpu protocol at 6000 iterations; "
+        "default cpu)",
+    )  # fmt: skip
     parser.add_argument("--data", default=None, help="the track's real data folder")
     parser.add_argument(
         "--setting", action="append", help="labelled setting of a track (acdc: 3 or 7 patients); repeatable"

@@ -231,6 +231,14 @@ def test_la_track_prepares_the_papers_settings_and_scores_the_four_metrics(tmp_p
     assert report.count("| method | seeds | Dice | HD95 | Jaccard | ASD | best val Dice |") == 2, report
 
 
+def test_la_long_protocol_is_the_cpu_protocol_at_twice_the_length():
+    """``cpu_long`` changes the length only: the same patches, network, batches and validation interval."""
+    cpu, long = TRACKS["la"].protocols["cpu"], TRACKS["la"].protocols["cpu_long"]
+    assert long.iterations == 2 * cpu.iterations == 6000
+    assert (long.overrides, long.val_interval, long.jobs) == (cpu.overrides, cpu.val_interval, cpu.jobs)
+    assert long.description == cpu.description.replace("3000 iterations", "6000 iterations")
+
+
 def test_la_track_scores_a_finished_run_with_a_new_post_processing_without_training(tmp_path):
     """A run finished before its track scored the largest component gets that score when asked for again: the same
     best checkpoint, no training; a record kept without checkpoints is left as it is."""
