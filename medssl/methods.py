@@ -220,8 +220,9 @@ class Method:
     summary: str
     #: the method trains the bundle's learned-threshold head (a multi-GPU config wraps the head in DDP then)
     uses_head: bool = False
-    #: strongly augmented copies of each unlabelled image the loader must add (weak-to-strong methods)
-    strong_views: int = 0
+    #: strongly augmented copies of each unlabelled image the loader must add (weak-to-strong methods), or the
+    #: boolean setting that asks for one (a method that takes a strong view as an option: BCP's ``strong_view``)
+    strong_views: int | str = 0
 
     def __post_init__(self) -> None:
         check_choice("reads", self.reads, READS)
@@ -502,7 +503,8 @@ def _bcp(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
     from medssl.handlers.copy_paste import CopyPasteHandler
 
     mixer = CopyPasteHandler(settings["side_ratio"], settings["alpha"], dice_batch=context.dice_batch,
-                             labelled_mix=settings["labelled_mix"], largest_component=settings["largest_component"])  # fmt: skip
+                             labelled_mix=settings["labelled_mix"], largest_component=settings["largest_component"],
+                             strong_view=settings["strong_view"])  # fmt: skip
     handlers = [_teacher(settings, context, restart=True), mixer]
     return _method("bcp", settings, context, handlers)
 
@@ -590,12 +592,15 @@ register(
     Method(
         "bcp", READS[1], "Bai et al., CVPR 2023",
         {**SCHEDULE, "warmup": 0.25, "ramp": 0.0, "ema_decay": 0.99, "side_ratio": 2 / 3, "alpha": 0.5,
-         "labelled_mix": True, "largest_component": False},
+         "labelled_mix": True, "largest_component": False, "strong_view": False},
         _bcp, "copy-paste among labelled images in pre-training, then bidirectional copy-paste of labelled and "
-        "unlabelled images with EMA-teacher pseudo-labels",
+        "unlabelled images with EMA-teacher pseudo-labels", strong_views="strong_view",
     ),
-    # bcp_lcc: the largest connected component of each class of a pseudo-label, as BCP's LA code does (its nms=1)
-    variants={"bcp": {}, "bcp_lcc": {"largest_component": True}},
+    # bcp_lcc: the largest connected component of each class of a pseudo-label, as BCP's LA code does (its nms=1);
+    # bcp_strong: weak-to-strong with copy-paste mixing, the teacher's pseudo-labels of the weak view pasted with a
+    # strong view of the same image (issue 28's composition of BCP's mixing and FixMatch's views)
+    variants={"bcp": {}, "bcp_lcc": {"largest_component": True}, "bcp_strong": {"strong_view": True},
+              "bcp_lcc_strong": {"largest_component": True, "strong_view": True}},  # fmt: skip
 )
 register(
     Method(
@@ -617,6 +622,15 @@ def reads_pseudo_labels(name: str) -> bool:
     return entry(name).reads == READS[2]
 
 
-def strong_views(name: str) -> int:
-    """How many strongly augmented copies of each unlabelled image method ``name`` needs from the loader."""
-    return entry(name).strong_views
+def strong_views(name: str, block: Mapping[str, Any] | None = None) -> int:
+    """How many strongly augmented copies of each unlabelled image method ``name`` (a method or a variant) needs from
+    the loader, with the settings of ``block`` (a bundle's ``method``; see :func:`build_method`).
+
+    >>> strong_views("unimatch"), strong_views("bcp"), strong_views("bcp", {"strong_view": True})
+    (2, 0, 1)
+    """
+    views = entry(name).strong_views
+    if isinstance(views, int):
+        return views
+    method, preset = method_of(name)
+    return int(resolve_settings(method, {**preset, **dict(block or {})})[views])

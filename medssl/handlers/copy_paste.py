@@ -12,6 +12,11 @@ as labelled ones, their labels mixed alike, the plain supervised loss), then sel
 The student is trained on the two mixed halves with a weighted Dice + cross-entropy (the trainer's supervised loss
 is replaced: ``SUPERVISED_WEIGHT`` 0); the teacher (an :class:`~medssl.handlers.EMATeacher` restarted from the
 pre-trained student when self-training starts) gives the pseudo-labels, the argmax of its predictions.
+
+With ``strong_view`` (medssl's composition with FixMatch's views, not in BCP's paper) the unlabelled images enter the
+mixed images as their strong view (``image_strong1`` from the loader: the same patch, its intensities perturbed,
+:func:`medssl.transforms.presets.strong_views`) while the teacher labels their weak view: the student learns to
+predict on a strongly perturbed image what the teacher sees on a weakly perturbed one, inside the copy-paste.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from medssl.checks import check_in_range
 from medssl.engines.keys import SSLEvents, SSLKeys
 from medssl.losses.semi_supervised import MaskedDiceCELoss
 from medssl.transforms.mixing import box_mask, box_mix
+from medssl.transforms.presets import STRONG_KEYS
 
 __all__ = ["CopyPasteHandler", "largest_components"]
 
@@ -55,6 +61,8 @@ class CopyPasteHandler:
         largest_component: keep only the largest connected component of each class of the teacher's pseudo-labels
             (each image of the batch on its own: 2D slices in 2D, volumes in 3D), as BCP's code does (``nms=1``; its
             paper does not say so); voxels outside it become background.
+        strong_view: mix the unlabelled images' strong view (``image_strong1`` of the unlabelled batch) in place of
+            the weak one the teacher labels (see the module docstring).
 
     Raises:
         ValueError: an argument out of range.
@@ -70,11 +78,13 @@ class CopyPasteHandler:
         dice_batch: bool = False,
         labelled_mix: bool = True,
         largest_component: bool = False,
+        strong_view: bool = False,
     ) -> None:
         self.side_ratio = check_in_range("side_ratio", side_ratio, 0.0, 1.0, low_inclusive=False)
         self.alpha = check_in_range("alpha", alpha, 0.0, 1.0)
         self.labelled_mix = bool(labelled_mix)
         self.largest_component = bool(largest_component)
+        self.strong_view = bool(strong_view)
         self.loss = MaskedDiceCELoss(batch=dice_batch)
 
     def attach(self, engine: Engine) -> None:
@@ -97,6 +107,8 @@ class CopyPasteHandler:
         teacher = out.get(SSLKeys.TEACHER_PRED)
         if teacher is None:
             raise RuntimeError("copy-paste needs an EMATeacher attached before it (the pseudo-label source)")
+        if self.strong_view:
+            u = self._strong(engine, u)
         # a loader's last, shorter batch: mix the largest even number of pairs; with none, supervised only
         n = min(len(x), len(u)) // 2 * 2
         if n == 0:
@@ -113,6 +125,19 @@ class CopyPasteHandler:
         out[SSLKeys.LABEL] = torch.cat([box_mix(plab[:h], y[:h], box), box_mix(y[h:], plab[h:], box)])
         out[_WEIGHT] = torch.cat([box_mix(self.alpha * ones, ones, box), box_mix(ones, self.alpha * ones, box)])
         out[SSLKeys.UNLABELED_IMAGE] = None  # the mixed images are the whole batch
+
+    @staticmethod
+    def _strong(engine: Engine, weak: torch.Tensor) -> torch.Tensor:
+        """The strong view of the unlabelled batch the teacher labelled (``weak``): the loader's ``image_strong1``."""
+        batch = engine.state.unlabeled_batch
+        if not isinstance(batch, dict) or STRONG_KEYS[0] not in batch:
+            raise KeyError(f"the unlabelled batch has no '{STRONG_KEYS[0]}': strong_view needs strong views from the "
+                           "loader (the bundle's unlabelled pre-processing with strong=1)")  # fmt: skip
+        strong = batch[STRONG_KEYS[0]].to(weak.device)
+        if strong.shape != weak.shape:
+            raise ValueError(f"the strong view's shape {tuple(strong.shape)} is not the weak view's "
+                             f"{tuple(weak.shape)}: both must be views of the same patches")  # fmt: skip
+        return strong
 
     def score(self, engine: Engine) -> None:
         out = engine.state.output

@@ -59,7 +59,7 @@ def test_train_each_method(acdc_data, tmp_path, method, extra, workflow):
      ("mean_teacher", {}), ("fixmatch", {"method#threshold": 0.05}),
      ("fixmatch", {"method#cut": "learned", "method#prior_mu": 0.05}),
      ("fixmatch", {"method#cut": "adaptive"}),
-     ("unimatch", {"method#threshold": 0.05}), ("bcp", {}), ("vat", {})],
+     ("unimatch", {"method#threshold": 0.05}), ("bcp", {}), ("bcp", {"method#strong_view": True}), ("vat", {})],
 )  # fmt: skip
 def test_every_method_trains_through_the_bundle(acdc_data, tmp_path, method, extra, workflow):
     overrides = {"bundle_root": str(tmp_path), "dataset_dir": str(acdc_data), "ssl_method": method, **TINY, **extra}

@@ -63,7 +63,7 @@ def _train(data, method, robust_loss="ce", threshold_fit="kl_only", epochs=2, in
         network=net,
         optimizer=torch.optim.Adam(net.parameters(), 1e-3),
         loss_function=DiceCELoss(sigmoid=True),
-        unlabeled_data_loader=_loader(data["unlabeled"], "unlabeled", ssl.reads_pseudo_labels, strong_views(method))
+        unlabeled_data_loader=_loader(data["unlabeled"], "unlabeled", ssl.reads_pseudo_labels, strong_views(method, settings))
         if ssl.uses_unlabeled
         else None,
         unsup_loss_function=ssl.unsup_loss,
@@ -117,6 +117,7 @@ def test_method_trains_and_evaluates(split, tmp_path, method):
         ("unimatch", {}, "feature_perturbation"),
         ("bcp", {}, "copy_paste"),
         ("bcp", {"largest_component": True}, "copy_paste"),  # the loaders' MetaTensor batches through the LCC
+        ("bcp", {"strong_view": True}, "copy_paste"),  # the loader's strong view pasted under the weak one's labels
         ("vat", {}, "vat"),
     ],
 )

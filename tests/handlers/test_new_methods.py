@@ -403,6 +403,44 @@ def test_copy_paste_can_keep_the_largest_component_of_the_pseudo_labels():
     assert label[outside].sum() <= 16 and (not outside[0, 7, 7] or label[0, 7, 7] == 0)
 
 
+def test_copy_paste_with_the_strong_view_pastes_it_under_the_weak_views_pseudo_labels():
+    """``strong_view``: the mixed images carry the unlabelled images' strong view (7) where the teacher labelled the
+    weak one (1); the labels are the same as without it; a batch without strong views is an error naming them."""
+    x, u, strong = torch.zeros(4, 1, 8, 8), torch.ones(4, 1, 8, 8), torch.full((4, 1, 8, 8), 7.0)
+    y = torch.full((4, 1, 8, 8), 2.0)
+    teacher = torch.zeros(4, 3, 8, 8)
+    teacher[:, 1] = 5.0
+
+    def mixed(strong_view, batch):
+        engine = _engine(unsup_weight=1.0, unlabeled_batch=batch)
+        engine.state.output = {SSLKeys.IMAGE: x, SSLKeys.LABEL: y, SSLKeys.UNLABELED_IMAGE: u,
+                               SSLKeys.TEACHER_PRED: teacher}  # fmt: skip
+        CopyPasteHandler(side_ratio=0.5, strong_view=strong_view).attach(engine)
+        torch.manual_seed(1)
+        engine.fire_event(SSLEvents.INPUTS_READY)
+        return engine.state.output[SSLKeys.IMAGE], engine.state.output[SSLKeys.LABEL]
+
+    weak_image, weak_label = mixed(False, {"image": u})
+    image, label = mixed(True, {"image": u, STRONG_KEYS[0]: strong})
+    assert torch.equal(label, weak_label)  # the pseudo-labels are the weak view's, the box the same
+    assert set(image.unique().tolist()) == {0.0, 7.0} and set(weak_image.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(image == 7, weak_image == 1)  # the strong view exactly where the weak one was
+    with pytest.raises(KeyError, match="image_strong1"):
+        mixed(True, {"image": u})
+    with pytest.raises(ValueError, match="same patches"):
+        mixed(True, {"image": u, STRONG_KEYS[0]: strong[:, :, :4]})
+
+
+def test_strong_views_follow_a_methods_setting():
+    """The loader adds a strong view for BCP only when its ``strong_view`` setting (or a variant's) asks for one."""
+    from medssl.methods import strong_views
+
+    assert strong_views("bcp") == 0 and strong_views("bcp_lcc") == 0
+    assert strong_views("bcp_strong") == strong_views("bcp_lcc_strong") == 1
+    assert strong_views("bcp", {"strong_view": "true"}) == 1 and strong_views("bcp_strong", {"strong_view": False}) == 0
+    assert strong_views("fixmatch", {"prior_mu": 0.5}) == 1 and strong_views("unimatch") == 2
+
+
 def test_weak_to_strong_from_the_ema_teacher_cuts_the_teachers_weak_prediction():
     torch.manual_seed(0)
     net = torch.nn.Conv2d(1, 3, 3, padding=1)
