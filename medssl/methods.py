@@ -88,6 +88,9 @@ PSEUDO_LABEL_LOSSES = ("dice_ce", "ce")
 #: teacher-student), with their parameters (``q``, ``beta``, ``alpha`` and ``gamma``, as in teacher-student).
 WEAK_STRONG_LOSSES = (*PSEUDO_LABEL_LOSSES, *(loss for loss in ROBUST_LOSSES if loss != "ce"))
 ROBUST = {"q": 0.7, "beta": 0.001, "alpha": 0.01, "gamma": 1.0}
+#: UniMatch's feature-perturbation pass (``fp_pass``): the encoder shared with the weak view's pass as its code does,
+#: a pass of its own, or ``auto`` (shared where the network allows it; see medssl.handlers.weak_strong).
+FP_PASS_SETTINGS = ("auto", "shared", "separate")
 #: The pseudo-label gate: no pseudo-label loss (nor KL) under this foreground share, or a threshold outside the range.
 GATE = {"gate_foreground": 0.005, "gate_threshold_range": (0.01, 0.99)}
 #: Method settings that were renamed (old -> new): a method block with an old spelling is an error naming the new one.
@@ -482,12 +485,14 @@ def _weak_strong(name: str, views: int) -> Builder:
 
         threshold = _cut(settings, context, settings["cut"])
         layers = (settings["perturb_layers"] or encoder_feature_layers(context.network)) if views == 2 else []
+        fp_pass = _fp_pass(settings, context) if views == 2 else "separate"
         align = None
         if settings["align"]:
             align = DistributionAlignment(settings["align_momentum"], settings["align_prior"])
         handler = WeakToStrongHandler(threshold, views=views, perturb_layers=layers, dropout=settings["dropout"],
                                       cutmix_prob=settings["cutmix_prob"], temperature=settings["temperature"],
-                                      gate=_gate(settings), source=settings["source"], align=align)  # fmt: skip
+                                      gate=_gate(settings), source=settings["source"], align=align,
+                                      fp_pass=fp_pass)  # fmt: skip
         teacher = [_teacher(settings, context)] if settings["source"] == "teacher" else []
         loss = check_choice("unsup_loss", settings["unsup_loss"], WEAK_STRONG_LOSSES)
         if loss in PSEUDO_LABEL_LOSSES:
@@ -497,6 +502,23 @@ def _weak_strong(name: str, views: int) -> Builder:
         return _method(name, settings, context, [*teacher, handler], unsup)
 
     return build
+
+
+def _fp_pass(settings: Mapping[str, Any], context: MethodContext) -> str:
+    """UniMatch's feature-perturbation pass: ``shared`` (its code's: the encoder run once) where the perturbed layers
+    are every encoder block of a MONAI ``UNet`` (the default layers), else ``separate``; ``auto`` picks.
+
+    Raises:
+        ValueError: ``shared`` asked for where it does not apply.
+    """
+    choice = check_choice("fp_pass", settings["fp_pass"], FP_PASS_SETTINGS)
+    network = getattr(context.network, "module", context.network)
+    whole = settings["perturb_layers"] is None and type(network).__name__ == "UNet"
+    if choice == "shared" and not whole:
+        raise ValueError("fp_pass 'shared' decodes the kept outputs of every encoder block, which needs MONAI's UNet "
+                         f"with its default perturbed layers; got {type(network).__name__} with perturb_layers "
+                         f"{settings['perturb_layers']}: use 'separate' or 'auto'")  # fmt: skip
+    return choice if choice != "auto" else ("shared" if whole else "separate")
 
 
 def _bcp(settings: dict[str, Any], context: MethodContext) -> SSLMethod:
@@ -582,7 +604,7 @@ register(
 )
 register(
     Method(
-        "unimatch", READS[1], "Yang et al., CVPR 2023", {**_WEAK_STRONG, "max_weight": 0.25},
+        "unimatch", READS[1], "Yang et al., CVPR 2023", {**_WEAK_STRONG, "max_weight": 0.25, "fp_pass": "auto"},
         _weak_strong("unimatch", 2), "FixMatch with two strong views and encoder-feature dropout",
         uses_head=True, strong_views=2,
     ),

@@ -12,8 +12,14 @@ for the student's, as :class:`~medssl.handlers.PseudoLabelHandler` does).
 
 - FixMatch: one strong view; its loss is the trainer's unsupervised loss.
 - UniMatch: two strong views (each its own CutMix, both through the network in one pass, as its code does) and the
-  feature-perturbation stream: the weak images through the
-  network again with channel dropout (p = 0.5) on the encoder's features, supervised by the same pseudo-labels.
+  feature-perturbation stream: the encoder's features of the weak images with channel dropout (p = 0.5), decoded and
+  supervised by the same pseudo-labels. ``fp_pass="shared"`` does it as UniMatch's code does: the encoder runs once,
+  in the trainer's joint pass (each perturbed layer's output is kept), and the stream decodes the kept features
+  dropped out (each perturbed layer returns its kept output's dropped-out copy without computing; the layers after
+  it, the decoder and its skip connections, compute on those). It needs every encoder block among the perturbed
+  layers (MONAI's ``UNet``: its downsampling blocks). ``"separate"`` runs the whole network again on the weak images
+  with dropout after each perturbed layer (any network; the encoder's cost twice, and a block computes on its
+  predecessor's dropped-out output).
   UniMatch's loss ``(L_s1 + L_s2) / 4 + L_fp / 2`` is ``max_weight * (L_s1 + L_s2 + 2 L_fp)`` with ``max_weight``
   0.25: the trainer weights ``L_s1``, this handler hands over ``strong2`` and ``feature_perturbation`` with the same
   weight (times ``strong2_weight`` 1 and ``fp_weight`` 2).
@@ -30,7 +36,7 @@ from monai.engines.utils import IterationEvents
 import torch.nn.functional as F
 
 from medssl.checks import check_choice, check_in_range, check_positive
-from medssl.engines.keys import SSLKeys
+from medssl.engines.keys import SSLEvents, SSLKeys
 from medssl.handlers.distribution_alignment import DistributionAlignment
 from medssl.handlers.gate import PseudoLabelGate
 from medssl.handlers.pseudo_label import SOURCES
@@ -38,9 +44,11 @@ from medssl.handlers.threshold import Threshold
 from medssl.transforms.mixing import box_mix, random_area_box_mask
 from medssl.transforms.thresholding import confident_pseudo_labels
 
-__all__ = ["WeakToStrongHandler", "STRONG_KEYS"]
+__all__ = ["WeakToStrongHandler", "STRONG_KEYS", "FP_PASSES"]
 
 STRONG_KEYS = ("image_strong1", "image_strong2")
+#: How UniMatch's feature-perturbation stream reaches the encoder's features (see the module docstring).
+FP_PASSES = ("shared", "separate")
 
 
 class WeakToStrongHandler:
@@ -60,6 +68,8 @@ class WeakToStrongHandler:
         source: ``"student"`` (the prediction of the trainer's weak pass) or ``"teacher"`` (``TEACHER_PRED``).
         align: a :class:`~medssl.handlers.distribution_alignment.DistributionAlignment` applied to the source's
             prediction before the cut, or None.
+        fp_pass: ``"shared"`` or ``"separate"``: how the feature-perturbation stream reaches the encoder's features
+            (see the module docstring).
 
     Raises:
         ValueError: ``views`` not 1 or 2, or an argument out of range.
@@ -78,6 +88,7 @@ class WeakToStrongHandler:
         gate: PseudoLabelGate | None = None,
         source: str = "student",
         align: DistributionAlignment | None = None,
+        fp_pass: str = "separate",
     ) -> None:
         if views not in (1, 2):
             raise ValueError(f"views must be 1 (FixMatch) or 2 (UniMatch), got {views}.")
@@ -92,7 +103,11 @@ class WeakToStrongHandler:
         self.gate = gate
         self.source = check_choice("source", source, SOURCES)
         self.align = align
+        self.fp_pass = check_choice("fp_pass", fp_pass, FP_PASSES)
         self._perturb = False
+        self._record = False
+        self._layers: list[torch.nn.Module] = []
+        self._kept: dict[torch.nn.Module, torch.Tensor] = {}
 
     def attach(self, engine: Engine) -> None:
         """Hook the perturbed layers, attach the threshold, run after every forward pass."""
@@ -104,14 +119,50 @@ class WeakToStrongHandler:
             except AttributeError:
                 raise ValueError(f"perturb layer '{name}' is not a module of {type(network).__name__}") from None
             layer.register_forward_hook(self._maybe_drop)
+            self._layers.append(layer)
         engine.state.gated = 0
+        if self._layers and self.fp_pass == "shared":
+            engine.add_event_handler(SSLEvents.INPUTS_READY, self._start_keeping)
         engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self)
 
+    def _start_keeping(self, engine: Engine) -> None:
+        """Keep the perturbed layers' outputs of the trainer's joint pass (the next forward)."""
+        self._kept.clear()
+        self._record = True
+
+    def _drop(self, features: torch.Tensor) -> torch.Tensor:
+        drop = F.dropout2d if features.ndim == 4 else F.dropout3d  # channel dropout, as UniMatch's Dropout2d
+        return drop(features, self.dropout, training=True)
+
     def _maybe_drop(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
+        if self._record:
+            self._kept[module] = output  # the last pass of the joint forward holds the unlabelled images last
         if not self._perturb:
             return None
-        drop = F.dropout2d if output.ndim == 4 else F.dropout3d  # channel dropout, as UniMatch's Dropout2d
-        return drop(output, self.dropout, training=True)
+        return self._drop(output)
+
+    def _feature_perturbation(self, engine: Engine, images: torch.Tensor) -> torch.Tensor:
+        """The prediction of the feature-perturbation stream for ``images`` (the weak unlabelled batch)."""
+        if self.fp_pass == "separate":
+            self._perturb = True
+            try:
+                return engine.inferer(images, engine.network)
+            finally:
+                self._perturb = False
+        n = len(images)
+        missing = [layer for layer in self._layers if layer not in self._kept or len(self._kept[layer]) < n]
+        if missing:
+            raise RuntimeError("fp_pass='shared': the joint pass kept no encoder features of the unlabelled images "
+                               f"for {len(missing)} perturbed layer(s)")  # fmt: skip
+        kept = {layer: self._drop(self._kept[layer][-n:]) for layer in self._layers}
+        try:
+            for layer, features in kept.items():  # each block returns its dropped-out features without computing
+                layer.forward = lambda *args, _f=features, **kwargs: _f
+            return engine.inferer(images, engine.network)
+        finally:
+            for layer in kept:
+                del layer.forward
+            self._kept.clear()
 
     def _mixed(self, engine: Engine, key: str, pseudo: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The strong view ``key`` CutMixed with another image of the batch, with its pseudo-label and mask."""
@@ -133,6 +184,7 @@ class WeakToStrongHandler:
         return [(pred, p, m) for pred, (_, p, m) in zip(preds, views)]
 
     def __call__(self, engine: Engine) -> None:
+        self._record = False
         out = engine.state.output
         weak = out.get(SSLKeys.UNLABELED_PRED)
         if weak is None:
@@ -158,13 +210,10 @@ class WeakToStrongHandler:
                 pred, p2, m2 = second[0]
                 terms["strong2"] = weight * self.strong2_weight * loss(pred, p2, mask=m2)
             if self.perturb_layers:
-                self._perturb = True
-                try:
-                    pred = engine.inferer(out[SSLKeys.UNLABELED_IMAGE], engine.network)
-                finally:
-                    self._perturb = False
+                pred = self._feature_perturbation(engine, out[SSLKeys.UNLABELED_IMAGE])
                 terms["feature_perturbation"] = weight * self.fp_weight * loss(pred, pseudo, mask=mask)
         else:
             out[SSLKeys.PSEUDO_LABEL], out[SSLKeys.PSEUDO_MASK] = pseudo, mask  # statistics during the warm-up
         if terms:
             out.setdefault(SSLKeys.LOSS_TERMS, {}).update(terms)
+        self._kept.clear()  # the kept features hold the joint pass's graph: not past this iteration

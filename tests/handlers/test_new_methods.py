@@ -191,6 +191,57 @@ def test_unimatch_adds_a_second_view_and_the_feature_perturbation_stream():
         assert torch.equal(net(weak), net(weak))
 
 
+@pytest.mark.parametrize("fp_pass", ["shared", "separate"])
+def test_unimatch_feature_perturbation_decodes_the_joint_passs_encoder_features(fp_pass):
+    """``shared`` (UniMatch's code): the stream's encoder blocks do not compute again, it decodes their outputs of
+    the trainer's joint pass, and its loss trains the encoder through them. Without dropout both passes predict what
+    the weak pass predicted (instance norm: per image)."""
+    from medssl.networks.layers import encoder_feature_layers
+
+    torch.manual_seed(0)
+    net = UNet(2, 1, 2, channels=(4, 8, 16), strides=(2, 2), num_res_units=0)
+    layers = encoder_feature_layers(net)
+    x, weak = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    engine = _engine(net, unsup_weight=1.0)
+    seen = []
+    engine.unsup_loss_function = lambda pred, pseudo, mask=None: seen.append(pred) or pred.mean()
+    engine.state.unlabeled_batch = {"image": weak, STRONG_KEYS[0]: weak + 0.1, STRONG_KEYS[1]: weak - 0.1}
+    handler = WeakToStrongHandler(FixedThreshold(0.01), views=2, perturb_layers=layers, dropout=0.0, fp_pass=fp_pass)
+    handler.attach(engine)
+    net.train()
+    engine.fire_event(SSLEvents.INPUTS_READY)
+    joint = net(torch.cat([x, weak]))  # the trainer's joint pass: labelled first, unlabelled last
+    engine.state.output = {SSLKeys.UNLABELED_IMAGE: weak, SSLKeys.UNLABELED_PRED: joint[2:]}
+    calls = []
+    hooks = [net.get_submodule(f"{name}.conv").register_forward_hook(lambda *a: calls.append(1)) for name in layers]
+    engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+    for hook in hooks:
+        hook.remove()
+    strong2, strong1, fp = seen[0], engine.state.output[SSLKeys.UNLABELED_PRED], seen[-1]  # the trainer scores strong1
+    assert len(calls) == len(layers) * (1 if fp_pass == "shared" else 2)  # the strong pass; + the fp pass if separate
+    torch.testing.assert_close(fp, joint[2:], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(strong2, joint[2:], atol=1e-3) and not torch.allclose(strong1, joint[2:], atol=1e-3)
+    encoder = net.get_submodule(f"{layers[0]}.conv").weight
+    assert torch.autograd.grad(fp.mean(), encoder)[0].abs().sum() > 0  # the fp loss reaches the encoder
+    assert not handler._kept  # nothing of this iteration's graph is kept past it
+    for layer in layers:  # the blocks compute again after the stream
+        assert "forward" not in vars(net.get_submodule(layer))
+
+
+def test_unimatch_fp_pass_is_shared_on_a_unet_only():
+    from medssl.methods import build_method
+
+    unet = UNet(3, 1, 2, channels=(4, 8, 16), strides=(2, 2), num_res_units=0)
+    handler = next(h for h in build_method("unimatch", network=unet).handlers if isinstance(h, WeakToStrongHandler))
+    assert handler.fp_pass == "shared"
+    explicit = build_method("unimatch", {"perturb_layers": ["model.0"]}, network=unet).handlers
+    assert next(h for h in explicit if isinstance(h, WeakToStrongHandler)).fp_pass == "separate"
+    with pytest.raises(ValueError, match="fp_pass 'shared'"):
+        build_method("unimatch", {"perturb_layers": ["model.0"], "fp_pass": "shared"}, network=unet)
+    with pytest.raises(ValueError, match="fp_pass"):
+        build_method("unimatch", {"fp_pass": "both"}, network=unet)
+
+
 def test_vat_direction_raises_the_kl_more_than_a_random_direction():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(8, 3, 3, padding=1))
