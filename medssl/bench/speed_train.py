@@ -21,13 +21,15 @@ from torch import nn
 
 from medssl.bench.measure import median, mib, timed
 from medssl.workflows.sizes import LUNG_BUNDLE, LUNG_FEATURE_LAYER, LUNG_ROI, lung_network
-from medssl.methods import REGISTRY, VARIANTS, build_method, variant
+from medssl.methods import REGISTRY, VARIANTS, build_method, strong_views, variant
 from medssl.transforms.presets import STRONG_KEYS
 
 __all__ = ["TRAIN_METHODS", "bench_training"]
 
-#: every method of the registry, the supervised reference first, then the variants with another source or cut
-TRAIN_METHODS = (*REGISTRY, *(v for v, (m, s) in VARIANTS.items() if v not in REGISTRY and {"source", "cut"} & set(s)))
+#: every method of the registry, the supervised reference first, then the variants whose pieces change an
+#: iteration's cost: another source or cut, a strong view in the copy-paste
+_COSTLY = {"source", "cut", "strong_view"}
+TRAIN_METHODS = (*REGISTRY, *(v for v, (m, s) in VARIANTS.items() if v not in REGISTRY and _COSTLY & set(s)))
 
 
 def _blob_labels(n: int, roi: Sequence[int], gen: torch.Generator) -> torch.Tensor:
@@ -77,7 +79,7 @@ def _build_trainer(
     # the supervised iteration has as many images as a semi-supervised one, all labelled
     labelled, unlabelled = _train_batches(
         n_l if method.uses_unlabeled else n_l + n_u, n_u, roi, with_pseudo=method.reads_pseudo_labels,
-        strong=REGISTRY[base].strong_views,
+        strong=strong_views(name),
     )
     optimizer = torch.optim.AdamW(network.parameters(), lr=3e-4, weight_decay=1e-5)
     return SemiSupervisedTrainer(
