@@ -27,9 +27,9 @@ from monai.engines.utils import IterationEvents
 
 from medssl.checks import check_in_range
 from medssl.engines.keys import SSLEvents, SSLKeys
+from medssl.handlers.weak_strong import STRONG_KEYS, strong_view
 from medssl.losses.semi_supervised import MaskedDiceCELoss
 from medssl.transforms.mixing import box_mask, box_mix
-from medssl.transforms.presets import STRONG_KEYS
 
 __all__ = ["CopyPasteHandler", "largest_components"]
 
@@ -129,11 +129,7 @@ class CopyPasteHandler:
     @staticmethod
     def _strong(engine: Engine, weak: torch.Tensor) -> torch.Tensor:
         """The strong view of the unlabelled batch the teacher labelled (``weak``): the loader's ``image_strong1``."""
-        batch = engine.state.unlabeled_batch
-        if not isinstance(batch, dict) or STRONG_KEYS[0] not in batch:
-            raise KeyError(f"the unlabelled batch has no '{STRONG_KEYS[0]}': strong_view needs strong views from the "
-                           "loader (the bundle's unlabelled pre-processing with strong=1)")  # fmt: skip
-        strong = batch[STRONG_KEYS[0]].to(weak.device)
+        strong = strong_view(engine, STRONG_KEYS[0])
         if strong.shape != weak.shape:
             raise ValueError(f"the strong view's shape {tuple(strong.shape)} is not the weak view's "
                              f"{tuple(weak.shape)}: both must be views of the same patches")  # fmt: skip

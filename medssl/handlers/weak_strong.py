@@ -42,13 +42,26 @@ from medssl.handlers.gate import PseudoLabelGate
 from medssl.handlers.pseudo_label import SOURCES
 from medssl.handlers.threshold import Threshold
 from medssl.transforms.mixing import box_mix, random_area_box_mask
+from medssl.transforms.presets import STRONG_KEYS
 from medssl.transforms.thresholding import confident_pseudo_labels
 
-__all__ = ["WeakToStrongHandler", "STRONG_KEYS", "FP_PASSES"]
+__all__ = ["WeakToStrongHandler", "STRONG_KEYS", "FP_PASSES", "strong_view"]
 
-STRONG_KEYS = ("image_strong1", "image_strong2")
 #: How UniMatch's feature-perturbation stream reaches the encoder's features (see the module docstring).
 FP_PASSES = ("shared", "separate")
+
+
+def strong_view(engine: Engine, key: str) -> torch.Tensor:
+    """The strong view ``key`` of this iteration's unlabelled batch (the loader's, :data:`STRONG_KEYS`), on the device.
+
+    Raises:
+        KeyError: the batch has no such view (the bundle's unlabelled pre-processing made none).
+    """
+    batch = engine.state.unlabeled_batch
+    if not isinstance(batch, dict) or key not in batch:
+        raise KeyError(f"the unlabelled batch has no '{key}': the method needs strong views from the loader "
+                       "(the bundle's unlabelled pre-processing with strong_views)")  # fmt: skip
+    return batch[key].to(engine.state.device)
 
 
 class WeakToStrongHandler:
@@ -166,11 +179,7 @@ class WeakToStrongHandler:
 
     def _mixed(self, engine: Engine, key: str, pseudo: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The strong view ``key`` CutMixed with another image of the batch, with its pseudo-label and mask."""
-        batch = engine.state.unlabeled_batch
-        if not isinstance(batch, dict) or key not in batch:
-            raise KeyError(f"the unlabelled batch has no '{key}': the method needs strong views from the loader "
-                           "(the bundle's unlabelled pre-processing with strong_views)")  # fmt: skip
-        image = batch[key].to(engine.state.device)
+        image = strong_view(engine, key)
         box = random_area_box_mask(image.shape[0], image.shape[2:], prob=self.cutmix_prob, device=image.device)
         image, pseudo, mask = (box_mix(t, t.roll(1, 0), box) for t in (image, pseudo, mask))
         return image, pseudo, mask
