@@ -228,7 +228,7 @@ def test_unimatch_feature_perturbation_decodes_the_joint_passs_encoder_features(
         assert "forward" not in vars(net.get_submodule(layer))
 
 
-def test_unimatch_fp_pass_is_shared_on_a_unet_only():
+def test_unimatch_fp_pass_auto_is_shared_with_the_unets_own_encoder_layers_only():
     from medssl.methods import build_method
 
     unet = UNet(3, 1, 2, channels=(4, 8, 16), strides=(2, 2), num_res_units=0)
