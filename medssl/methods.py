@@ -593,12 +593,14 @@ register(
         uses_head=True, strong_views=1,
     ),
     # fixmatch_t05: the fixed cut at the ACDC prior's mean, to tell the learned threshold from a low cut;
+    # fixmatch_t08: a cut between the two, the third point of a sweep of fixed cuts (0.5, 0.8, 0.95);
     # fixmatch_sat: FreeMatch's self-adaptive class-wise cut (without its fairness loss);
     # fixmatch_t05_ema: fixmatch_t05 with the EMA teacher's pseudo-labels of the weak view;
     # fixmatch_t05_<loss>: fixmatch_t05 with cross-entropy alone, or paper 001's robust losses, on the pseudo-labels;
     # fixmatch_t05_da: fixmatch_t05 with ReMixMatch's distribution alignment of the weak view's prediction
     variants={"fixmatch": {}, "fixmatch_learned": {"cut": "learned"}, "fixmatch_t05": {"threshold": 0.5},
-              "fixmatch_sat": {"cut": "adaptive"}, "fixmatch_t05_ema": {"threshold": 0.5, "source": "teacher"},
+              "fixmatch_t08": {"threshold": 0.8}, "fixmatch_sat": {"cut": "adaptive"},
+              "fixmatch_t05_ema": {"threshold": 0.5, "source": "teacher"},
               **{f"fixmatch_t05_{loss}": {"threshold": 0.5, "unsup_loss": loss} for loss in ROBUST_LOSSES},
               "fixmatch_t05_da": {"threshold": 0.5, "align": True}},
 )

@@ -110,6 +110,8 @@ def test_a_renamed_setting_names_its_new_spelling(old, new):
         resolve_settings("fixmatch", {old: "learned"})
     assert methods.variant("fixmatch_learned") == ("fixmatch", {"cut": "learned"})
     assert methods.variant("fixmatch_sat") == ("fixmatch", {"cut": "adaptive"})
+    cuts = [build_method(n).settings["threshold"] for n in ("fixmatch_t05", "fixmatch_t08", "fixmatch")]
+    assert cuts == [0.5, 0.8, 0.95]  # the sweep of fixed cuts the learned one is judged against
     assert methods.variant("bpl_kl_only") == ("bpl", {"threshold_fit": "kl_only"})
     assert not any(set(settings) & set(methods.RENAMED_SETTINGS) for _, settings in VARIANTS.values())
     assert not any(set(m.defaults) & set(methods.RENAMED_SETTINGS) for m in REGISTRY.values())
