@@ -116,6 +116,19 @@ class MethodContext:
     dice_batch: bool = False
 
 
+def _plain(state: Any) -> Any:
+    """``state`` with every tensor as a plain ``torch.Tensor`` (not a subclass such as MONAI's ``MetaTensor``)."""
+    import torch
+
+    if isinstance(state, torch.Tensor):
+        return state.as_subclass(torch.Tensor)
+    if isinstance(state, dict):
+        return type(state)((k, _plain(v)) for k, v in state.items())
+    if isinstance(state, (list, tuple)):
+        return type(state)(_plain(v) for v in state)
+    return state
+
+
 @dataclass
 class SSLMethod:
     """A built method: the handlers to attach, the loss on pseudo-labels, and the modules it trains or keeps.
@@ -175,8 +188,9 @@ class SSLMethod:
 
     def state_dict(self) -> dict[str, Any]:
         """What the method keeps between iterations (an EMA teacher, where a schedule started), for a checkpoint:
-        each piece's state under its name."""
-        return {name: piece.state_dict() for name, (_, piece) in self._stateful().items()}
+        each piece's state under its name. Tensors are stored as plain tensors: a statistic taken from a MONAI
+        ``MetaTensor`` batch would otherwise keep its class, which ``torch.load(weights_only=True)`` refuses."""
+        return {name: _plain(piece.state_dict()) for name, (_, piece) in self._stateful().items()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore each piece from its entry of ``state``, by name; a checkpoint written before the entries had names

@@ -94,6 +94,9 @@ class Track:
     #: other post-processings each run's chosen checkpoint is also scored with, name -> evaluate.json settings; the
     #: scores go to ``result.json["post"][name]`` and the per-case table to ``test_<name>/``
     post: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: the labelled class marginal that distribution alignment aligns to, a bundle config expression given as
+    #: ``method#align_prior`` to the runs whose method aligns (None: the labelled batches' running marginal)
+    align_prior: str | None = None
 
     def datalist(self, datalists: Mapping[str, Path], setting: str, seed: int) -> Path:
         """The datalist of a (setting, seed) run."""
@@ -254,6 +257,8 @@ def _run_values(
         **dict(track.common),
         **dict(proto.overrides),
         **METHODS[spec.method],
+        **({"method#align_prior": track.align_prior} if track.align_prior and METHODS[spec.method].get("method#align")
+           else {}),
         **device,
     }
 

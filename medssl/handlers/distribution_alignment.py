@@ -15,21 +15,25 @@ it. The statistics are kept in the checkpoint (the method's state, under :attr:`
 The labelled marginal from batches is the marginal of the crops as sampled: a pipeline that centres half of its
 labelled crops on the foreground (``RandCropByPosNegLabeld``, as medssl's 3D and BraTS pipelines do) and crops the
 unlabelled images anywhere over-states the foreground, and the alignment then inflates it. ``prior`` gives the
-labelled marginal instead (e.g. the class shares of the labelled volumes as a whole).
+labelled marginal instead: :func:`crop_class_shares` computes it from the labelled label maps as the unlabelled
+pipeline crops them (uniform random crops), the marginal the unlabelled crops have where the labelled cases are like
+them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from ignite.engine import Engine
 
 from medssl.checks import check_in_range
 from medssl.engines.keys import SSLKeys
 
-__all__ = ["DistributionAlignment", "class_shares"]
+__all__ = ["DistributionAlignment", "class_shares", "crop_class_shares"]
 
 _EPS = 1e-6
 
@@ -46,6 +50,77 @@ def class_shares(label: torch.Tensor, classes: int) -> torch.Tensor:
     else:
         counts = torch.bincount(label.round().long().flatten(), minlength=classes)[:classes].float()
     return counts / counts.sum().clamp_min(_EPS)
+
+
+def _coverage(length: int, crop: int) -> np.ndarray:
+    """The probability that each index of an axis of ``length`` lies in a crop of ``crop`` whose start is uniform over
+    the positions that fit (a crop longer than the axis takes all of it, as MONAI's random spatial crops do)."""
+    if crop >= length:
+        return np.ones(length)
+    index = np.arange(length)
+    first, last = np.maximum(0, index - crop + 1), np.minimum(index, length - crop)
+    return (last - first + 1) / (length - crop + 1)
+
+
+def crop_class_shares(
+    labels: Sequence[str | os.PathLike | Mapping[str, Any]],
+    roi_size: Sequence[int],
+    classes: int,
+    convention: str | None = None,
+    key: str = "label",
+) -> list[float]:
+    """Each class's expected share of the voxels of a uniform random crop of ``roi_size`` from the label maps
+    ``labels``, each map drawn equally often: the labelled class marginal of a pipeline that crops its unlabelled
+    images uniformly (``RandSpatialCropSamplesd``), for :class:`DistributionAlignment`'s ``prior``. Exact (each voxel
+    weighted by its chance of lying in the crop), not sampled.
+
+    Args:
+        labels: label map files (2D or 3D, as the pipeline's arrays: channel-less), or datalist entries holding one
+            under ``key``.
+        roi_size: the crop, one size per axis of the maps (a pipeline that zooms its volumes by ``s`` before
+            cropping: the crop divided by ``s``).
+        classes: the network's output channels (1: one sigmoid channel, the shares of background and foreground).
+        convention: a BraTS label convention to map the files' values to contiguous classes first (None: the values
+            are the class indices).
+        key: the entries' label key.
+
+    Returns:
+        ``max(classes, 2)`` shares summing to 1.
+
+    Raises:
+        ValueError: no label maps, a map whose dimensions differ from ``roi_size``'s, or values that are not classes
+            (the message names the file).
+    """
+    from monai.transforms import LoadImage
+
+    from medssl.transforms.brats_labels import to_contiguous
+
+    if not labels:
+        raise ValueError("crop_class_shares needs at least one label map, got none.")
+    n = max(classes, 2)
+    counts, total = np.zeros(n), 0.0
+    load = LoadImage(image_only=True)
+    for item in labels:
+        path = item[key] if isinstance(item, Mapping) else item
+        label = np.asarray(load(path))
+        if label.ndim != len(roi_size):
+            raise ValueError(f"{path}: a label map of shape {label.shape}, not {len(roi_size)}D as roi_size {roi_size}.")
+        if convention is not None:
+            try:
+                label = np.asarray(to_contiguous(label, convention))
+            except ValueError as err:
+                raise ValueError(f"{path}: {err}") from None
+        label = (label > 0.5).astype(np.int64) if classes == 1 else np.rint(label).astype(np.int64)
+        if label.min() < 0 or label.max() >= n:
+            raise ValueError(f"{path}: label values {sorted(np.unique(label).tolist())} are not classes 0-{n - 1}.")
+        weight = np.ones(())
+        for axis, (length, crop) in enumerate(zip(label.shape, roi_size)):
+            shape = [1] * label.ndim
+            shape[axis] = length
+            weight = weight * _coverage(length, int(crop)).reshape(shape)
+        counts += np.bincount(label.ravel(), weights=np.broadcast_to(weight, label.shape).ravel(), minlength=n)[:n]
+        total += float(np.prod([min(length, int(c)) for length, c in zip(label.shape, roi_size)]))
+    return (counts / total).tolist()
 
 
 def _as_distribution(logits: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from _brats import write_brats_folder
 from _ssl4mis import make_acdc_like
 
@@ -196,6 +197,24 @@ def test_brats_track_runs_with_the_fold_as_seed(brats_folder, tmp_path):
     assert sorted(table["case"]) == sorted(fold2)  # fold 2's two test cases, each scored as a whole volume
     report = write_report("brats-real", "smoke", tmp_path).read_text()
     assert "| method | folds | Dice | WT | TC | ET |" in report and "| lower_bound | 2 |" in report  # a seed is a fold
+
+
+def test_brats_track_aligns_to_the_labelled_slices_as_the_unlabelled_crops_see_them(brats_folder, tmp_path):
+    """Distribution alignment on the BraTS folds aligns to the labelled slices' class shares under the unlabelled
+    pipeline's uniform crops (the labelled crops, centred half on tumour, over-state it), read by the run from its
+    fold's datalist; the checkpoint keeps that marginal and loads with weights_only. Other methods get no prior."""
+    from medssl.bench.track import _run_values
+    from medssl.data.datalist import load_datalist
+    from medssl.handlers.distribution_alignment import crop_class_shares
+
+    track, spec = TRACKS["brats-real"], RunSpec("fixmatch_t05_da", "1", 1)
+    run_track(track, "smoke", [spec], brats_folder, tmp_path, device="cpu")
+    state = load_state_dict_file(run_dir_of(tmp_path / "smoke", spec) / "models" / "model_last.pt")
+    labelled = load_datalist(tmp_path / "data" / "fold1_1.json")["training"]
+    expected = crop_class_shares(labelled, (32, 32), 4, convention="2018")
+    assert torch.allclose(state["method"]["distribution_alignment"]["labelled"], torch.tensor(expected), atol=1e-6)
+    plain = _run_values(track, track.protocols["smoke"], RunSpec("fixmatch_t05", "1", 1), tmp_path, tmp_path, 4, {})
+    assert "method#align_prior" not in plain
 
 
 def test_la_track_prepares_the_papers_settings_and_scores_the_four_metrics(tmp_path):

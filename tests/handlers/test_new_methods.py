@@ -599,3 +599,87 @@ def test_distribution_alignment_to_a_given_prior_ignores_the_labelled_crops():
         DistributionAlignment(prior=[0.5, 0.5])(engine, torch.zeros(1, 3, 4, 4))
     with pytest.raises(ValueError, match="non-negative class shares"):
         DistributionAlignment(prior=[1.0, -0.5])
+
+
+def _save_label(path, array):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.asarray(array, dtype=np.uint8), np.eye(4)), str(path))
+    return str(path)
+
+
+def test_crop_class_shares_weights_each_voxel_by_its_chance_of_being_cropped(tmp_path):
+    """The labelled marginal under uniform crops, by hand: on a 4 x 3 map cropped 2 x 3, the rows lie in a crop with
+    chance 1/3, 2/3, 2/3, 1/3 (3 starts); a first row of class 1 is then 3 x 1/3 = 1 voxel of a 6-voxel crop (1/6, where
+    the whole map holds 1/4). Maps are drawn equally often; BraTS values go through the convention; a binary network
+    gets background and foreground."""
+    from medssl.handlers.distribution_alignment import crop_class_shares
+
+    top = np.zeros((4, 3))
+    top[0] = 1
+    first = _save_label(tmp_path / "top.nii.gz", top)
+    assert np.allclose(crop_class_shares([first], (2, 3), classes=2), [5 / 6, 1 / 6])
+    assert np.allclose(crop_class_shares([{"label": first}], (2, 3), classes=1), [5 / 6, 1 / 6])
+    # a crop longer than an axis takes all of it (4 x 3 cropped 8 x 3: every voxel, the whole map's 1/4)
+    assert np.allclose(crop_class_shares([first], (8, 3), classes=2), [3 / 4, 1 / 4])
+    # BraTS 2018 values 0, 1, 2, 4 -> classes 0-3; a second map, all enhancing tumour, weighs as much as the first
+    enhancing = _save_label(tmp_path / "et.nii.gz", np.full((4, 3), 4))
+    shares = crop_class_shares([first, enhancing], (2, 3), classes=4, convention="2018")
+    assert np.allclose(shares, [5 / 12, 1 / 12, 0.0, 1 / 2])
+
+
+def test_crop_class_shares_is_the_marginal_of_monai_random_crops(tmp_path):
+    """Against the crops themselves: the mean class share of many ``RandSpatialCropSamplesd`` crops of a 3D map."""
+    from monai.transforms import LoadImaged, RandSpatialCropSamplesd
+
+    from medssl.handlers.distribution_alignment import crop_class_shares
+
+    rng = np.random.default_rng(0)
+    label = np.zeros((12, 10, 8))
+    label[2:7, 1:4, :3] = 1  # an off-centre block of class 1
+    label[8:, 6:, 5:] = 2
+    path = _save_label(tmp_path / "vol.nii.gz", label)
+    expected = crop_class_shares([path], (6, 5, 4), classes=3)
+    crops = RandSpatialCropSamplesd("label", roi_size=(6, 5, 4), num_samples=4000, random_size=False)
+    crops.set_random_state(int(rng.integers(1 << 31)))
+    data = LoadImaged("label", image_only=True, ensure_channel_first=True)({"label": path})
+    drawn = np.stack([np.bincount(c["label"].numpy().astype(int).ravel(), minlength=3) for c in crops(data)])
+    assert np.allclose(drawn.sum(0) / drawn.sum(), expected, atol=0.005)
+    assert float((label == 2).mean()) - expected[2] > 0.02  # a corner is cropped less often than the whole map has it
+
+
+def test_crop_class_shares_names_the_file_of_a_bad_map(tmp_path):
+    from medssl.handlers.distribution_alignment import crop_class_shares
+
+    bad = _save_label(tmp_path / "bad.nii.gz", np.full((4, 3), 3))
+    with pytest.raises(ValueError, match=r"bad\.nii\.gz: .*3"):
+        crop_class_shares([bad], (2, 2), classes=4, convention="2018")  # 3 is no BraTS 2018 label
+    with pytest.raises(ValueError, match=r"bad\.nii\.gz: label values \[3\] are not classes 0-1"):
+        crop_class_shares([bad], (2, 2), classes=2)
+    with pytest.raises(ValueError, match=r"bad\.nii\.gz: a label map of shape \(4, 3\), not 3D"):
+        crop_class_shares([bad], (2, 2, 2), classes=4)
+    with pytest.raises(ValueError, match="at least one label map"):
+        crop_class_shares([], (2, 2), classes=2)
+
+
+def test_a_method_state_taken_from_meta_tensors_loads_with_weights_only(tmp_path):
+    """The trainer's batches are MONAI MetaTensors, so are the statistics a piece keeps of them (the alignment's
+    marginals): the method's state stores plain tensors, which ``torch.load(weights_only=True)`` accepts (a checkpoint
+    of a run with alignment was refused before)."""
+    from monai.data import MetaTensor
+
+    from medssl.checkpoints import load_state_dict_file
+    from medssl.methods import build_method
+
+    built = build_method("fixmatch_t05_da", network=UNet(2, 1, 3, channels=(4, 8), strides=(2,)), run_length=10,
+                         unit="iterations")  # fmt: skip
+    piece = next(p for _, p in built._stateful().values() if type(p).__name__ == "DistributionAlignment")
+    engine = _engine()
+    engine.state.output = {SSLKeys.LABEL: MetaTensor(torch.ones(1, 1, 4, 4))}
+    piece(engine, MetaTensor(torch.zeros(1, 3, 4, 4)))
+    assert isinstance(piece.unlabelled, MetaTensor)  # what the piece keeps, as it came
+    torch.save({"method": built.state_dict()}, tmp_path / "ckpt.pt")
+    state = load_state_dict_file(tmp_path / "ckpt.pt")["method"]["distribution_alignment"]
+    assert type(state["unlabelled"]) is torch.Tensor
+    assert torch.allclose(state["unlabelled"], torch.full((3,), 1 / 3))
+    assert torch.allclose(state["labelled"], torch.tensor([0.0, 1.0, 0.0]))
