@@ -76,8 +76,10 @@ SCHEDULE = {"max_weight": 1.0, "warmup": 0.4, "ramp": 0.1, "start_dice": None, "
 #: The learned threshold of paper 000, for any method that takes one (see medssl.handlers.learned_threshold).
 #: ``threshold_fit``: what trains its head, the evidence lower bound on the labelled images or the KL alone.
 LEARNED = {"prior_mu": 0.5, "prior_std": 0.1, "threshold_fit": "elbo", "samples": 256, "tau": 0.05, "kl_weight": 0.1}
-#: Where pseudo-labels come from: the student's own predictions, or an EMA teacher's (mean teacher's) with this decay.
-SOURCE = {"source": "student", "ema_decay": 0.99}
+#: Where pseudo-labels come from: the student's own predictions, an EMA teacher's (mean teacher's) with this decay, or
+#: (``alternate``) AD-MT's two EMA teachers updated in turn, each active for 1 to ``alternate_period`` iterations,
+#: their predictions fused by entropy (medssl.handlers.ema_teacher.AlternateEMATeachers).
+SOURCE = {"source": "student", "ema_decay": 0.99, "alternate_period": 19}
 #: The loss of the pseudo-label methods on their pseudo-labels (``unsup_loss``): Dice + cross-entropy (the authors'
 #: Dice, with cross-entropy for multi-class), or cross-entropy alone. On ACDC, pseudo-labels of the student's own
 #: prediction of the same view erase the foreground once their loss starts; cross-entropy alone slows that fall but
@@ -434,11 +436,14 @@ def _method(name: str, settings: dict[str, Any], context: MethodContext, handler
     return SSLMethod(name, settings, REGISTRY[name].reads, all_handlers, loss)
 
 
-def _teacher(settings: Mapping[str, Any], context: MethodContext, restart: bool = False) -> EMATeacher:
-    from medssl.handlers.ema_teacher import EMATeacher
+def _teacher(settings: Mapping[str, Any], context: MethodContext, restart: bool = False) -> Any:
+    """The EMA teacher, or with ``source`` ``alternate`` AD-MT's two EMA teachers updated in turn."""
+    from medssl.handlers.ema_teacher import AlternateEMATeachers, EMATeacher
 
     if context.network is None:
         raise ValueError("an EMA teacher needs the network it averages.")
+    if settings.get("source") == "alternate":
+        return AlternateEMATeachers(context.network, decay=settings["ema_decay"], period=settings["alternate_period"])
     return EMATeacher(context.network, decay=settings["ema_decay"], restart_when_unsupervised=restart)
 
 
@@ -454,7 +459,7 @@ def _pseudo_label(name: str, cut: str) -> Builder:
         from medssl.handlers.pseudo_label import PseudoLabelHandler
         from medssl.losses.semi_supervised import MaskedDiceCELoss
 
-        handlers: list[Any] = [_teacher(settings, context)] if settings["source"] == "teacher" else []
+        handlers: list[Any] = [_teacher(settings, context)] if settings["source"] != "student" else []
         threshold = _cut(settings, context, cut)
         handlers.append(PseudoLabelHandler(threshold, settings["source"], settings["temperature"], _gate(settings)))
         dice = check_choice("unsup_loss", settings["unsup_loss"], PSEUDO_LABEL_LOSSES) == "dice_ce"
@@ -507,7 +512,7 @@ def _weak_strong(name: str, views: int) -> Builder:
                                       cutmix_prob=settings["cutmix_prob"], temperature=settings["temperature"],
                                       gate=_gate(settings), source=settings["source"], align=align,
                                       fp_pass=fp_pass)  # fmt: skip
-        teacher = [_teacher(settings, context)] if settings["source"] == "teacher" else []
+        teacher = [_teacher(settings, context)] if settings["source"] != "student" else []
         loss = check_choice("unsup_loss", settings["unsup_loss"], WEAK_STRONG_LOSSES)
         if loss in PSEUDO_LABEL_LOSSES:
             unsup = MaskedDiceCELoss(lambda_dice=1.0 if loss == "dice_ce" else 0.0, batch=context.dice_batch)
@@ -610,11 +615,14 @@ register(
     # fixmatch_t08: a cut between the two, the third point of a sweep of fixed cuts (0.5, 0.8, 0.95);
     # fixmatch_sat: FreeMatch's self-adaptive class-wise cut (without its fairness loss);
     # fixmatch_t05_ema: fixmatch_t05 with the EMA teacher's pseudo-labels of the weak view;
+    # fixmatch_admt: pseudo-labels of the weak view from AD-MT's two EMA teachers in turn, its LA cut (0.8) and its
+    # loss (cross-entropy);
     # fixmatch_t05_<loss>: fixmatch_t05 with cross-entropy alone, or paper 001's robust losses, on the pseudo-labels;
     # fixmatch_t05_da: fixmatch_t05 with ReMixMatch's distribution alignment of the weak view's prediction
     variants={"fixmatch": {}, "fixmatch_learned": {"cut": "learned"}, "fixmatch_t05": {"threshold": 0.5},
               "fixmatch_t08": {"threshold": 0.8}, "fixmatch_sat": {"cut": "adaptive"},
               "fixmatch_t05_ema": {"threshold": 0.5, "source": "teacher"},
+              "fixmatch_admt": {"threshold": 0.8, "source": "alternate", "unsup_loss": "ce"},
               **{f"fixmatch_t05_{loss}": {"threshold": 0.5, "unsup_loss": loss} for loss in ROBUST_LOSSES},
               "fixmatch_t05_da": {"threshold": 0.5, "align": True}},
 )

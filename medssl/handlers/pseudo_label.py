@@ -26,7 +26,7 @@ from medssl.transforms.thresholding import hard_pseudo_labels
 
 __all__ = ["PseudoLabelHandler", "SegPLHandler", "BayesianPseudoLabelHandler", "SOURCES"]
 
-SOURCES = ("student", "teacher")
+SOURCES = ("student", "teacher", "alternate")
 
 
 class PseudoLabelHandler:
@@ -38,7 +38,8 @@ class PseudoLabelHandler:
 
     Args:
         threshold: the cut, a :class:`Threshold` (:class:`FixedThreshold`, :class:`LearnedThreshold`, ...).
-        source: ``"student"`` (the trainer's prediction) or ``"teacher"`` (``TEACHER_PRED``).
+        source: ``"student"`` (the trainer's prediction), ``"teacher"`` or ``"alternate"`` (``TEACHER_PRED``: the EMA
+            teacher's, or the fusion of two EMA teachers updated in turn).
         temperature: logits are divided by it before the sigmoid/softmax (1: plain probabilities).
         gate: a :class:`PseudoLabelGate`, or None.
     """
@@ -66,9 +67,9 @@ class PseudoLabelHandler:
         logits = out.get(SSLKeys.UNLABELED_PRED)
         if logits is None:
             return
-        cut_from = out.get(SSLKeys.TEACHER_PRED) if self.source == "teacher" else logits
+        cut_from = out.get(SSLKeys.TEACHER_PRED) if self.source != "student" else logits
         if cut_from is None:
-            raise RuntimeError("source='teacher' needs an EMATeacher handler attached before this one")
+            raise RuntimeError(f"source={self.source!r} needs its teacher handler attached before this one")
         threshold, terms = self.threshold(engine, logits)
         pseudo, mask = hard_pseudo_labels(cut_from, Threshold.as_map(threshold, logits.ndim), self.temperature)
         ranged = threshold if self.threshold.range_gated else None

@@ -78,7 +78,8 @@ class WeakToStrongHandler:
         fp_weight: weight of the feature-perturbation loss, relative to the first strong view's (UniMatch: 2).
         temperature: logits are divided by it before the softmax/sigmoid.
         gate: a :class:`PseudoLabelGate`, or None.
-        source: ``"student"`` (the prediction of the trainer's weak pass) or ``"teacher"`` (``TEACHER_PRED``).
+        source: ``"student"`` (the prediction of the trainer's weak pass), ``"teacher"`` or ``"alternate"``
+            (``TEACHER_PRED``: the EMA teacher's, or the fusion of two EMA teachers updated in turn).
         align: a :class:`~medssl.handlers.distribution_alignment.DistributionAlignment` applied to the source's
             prediction before the cut, or None.
         fp_pass: ``"shared"`` or ``"separate"``: how the feature-perturbation stream reaches the encoder's features
@@ -198,9 +199,9 @@ class WeakToStrongHandler:
         weak = out.get(SSLKeys.UNLABELED_PRED)
         if weak is None:
             return
-        cut_from = out.get(SSLKeys.TEACHER_PRED) if self.source == "teacher" else weak
+        cut_from = out.get(SSLKeys.TEACHER_PRED) if self.source != "student" else weak
         if cut_from is None:
-            raise RuntimeError("source='teacher' needs an EMATeacher handler attached before this one")
+            raise RuntimeError(f"source={self.source!r} needs its teacher handler attached before this one")
         if self.align is not None:
             cut_from = self.align(engine, cut_from)
         threshold, terms = self.threshold(engine, weak)

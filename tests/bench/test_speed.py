@@ -59,7 +59,8 @@ def test_report_fields(report):
         for path in ("plain", "tuned"):
             p = r[path]
             voxels = torch.tensor(r["shape"][1:]).prod().item()
-            assert p["voxels_per_s"] == pytest.approx(voxels / p["median_s"], rel=1e-2)
+            # median_s is rounded to 1 ms: voxels_per_s (from the unrounded time) lies within what that allows
+            assert voxels / (p["median_s"] + 5e-4) - 1 <= p["voxels_per_s"] <= voxels / (p["median_s"] - 5e-4) + 1
             # the report rounds GFLOP/s to 0.01: on a slow or loaded machine that is more than 1%
             expected = r["flops_per_window"] * n_windows / p["median_s"] / 1e9
             assert p["gflops"] == pytest.approx(expected, rel=1e-2, abs=5e-3)

@@ -508,7 +508,7 @@ def test_weak_to_strong_from_the_ema_teacher_cuts_the_teachers_weak_prediction()
     assert torch.equal(engine.state.output[SSLKeys.PSEUDO_LABEL], expected)
     assert torch.equal(engine.state.output[SSLKeys.PSEUDO_MASK], mask)
     engine.state.output = {SSLKeys.UNLABELED_IMAGE: weak, SSLKeys.UNLABELED_PRED: net(weak)}
-    with pytest.raises(RuntimeError, match="EMATeacher"):
+    with pytest.raises(RuntimeError, match="source='teacher' needs its teacher handler"):
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
 
 
@@ -683,3 +683,83 @@ def test_a_method_state_taken_from_meta_tensors_loads_with_weights_only(tmp_path
     assert type(state["unlabelled"]) is torch.Tensor
     assert torch.allclose(state["unlabelled"], torch.full((3,), 1 / 3))
     assert torch.allclose(state["labelled"], torch.tensor([0.0, 1.0, 0.0]))
+
+
+def test_entropy_weighted_ensemble_by_hand():
+    """AD-MT's fusion at one voxel: teacher 1 [0.9, 0.1] (H = 0.469 bits), teacher 2 [0.4, 0.6] (H = 0.971 bits);
+    w1 = e^-0.469 / (e^-0.469 + e^-0.971) = 0.623, so q = 0.623 [0.9, 0.1] + 0.377 [0.4, 0.6] = [0.711, 0.289]; with
+    temperature 0.5, q^2 renormalised = [0.858, 0.142]."""
+    from medssl.handlers.ema_teacher import entropy_weighted_ensemble
+
+    first = torch.tensor([0.9, 0.1]).view(1, 2, 1, 1)
+    second = torch.tensor([0.4, 0.6]).view(1, 2, 1, 1)
+    h1 = -(0.9 * math.log2(0.9) + 0.1 * math.log2(0.1))
+    h2 = -(0.4 * math.log2(0.4) + 0.6 * math.log2(0.6))
+    w1 = math.exp(-h1) / (math.exp(-h1) + math.exp(-h2))
+    q = [w1 * 0.9 + (1 - w1) * 0.4, w1 * 0.1 + (1 - w1) * 0.6]
+    assert abs(w1 - 0.6229) < 1e-3
+    fused = entropy_weighted_ensemble(first, second)
+    assert torch.allclose(fused.flatten(), torch.tensor(q), atol=1e-6)
+    sharp = entropy_weighted_ensemble(first, second, temperature=0.5).flatten()
+    assert torch.allclose(sharp, torch.tensor([q[0] ** 2, q[1] ** 2]) / (q[0] ** 2 + q[1] ** 2), atol=1e-6)
+    assert torch.allclose(entropy_weighted_ensemble(second, first), fused)  # the order of the teachers does not matter
+
+
+def test_alternate_teachers_take_turns_and_fuse_their_predictions():
+    """Only the active teacher follows the student after a step; the turn passes after a drawn stretch of 1 to
+    ``period`` iterations; ``TEACHER_PRED`` is the logits of the fused prediction (one sigmoid channel: the logit of the
+    fused foreground probability); the state (both teachers, the turn, the draws) resumes exactly."""
+    from medssl.handlers.ema_teacher import AlternateEMATeachers, entropy_weighted_ensemble
+
+    torch.manual_seed(0)
+    student = torch.nn.Conv2d(1, 1, 1)
+    pair = AlternateEMATeachers(student, decay=0.5, period=3)
+    engine = _engine(student)
+    pair.attach(engine)
+    turns = []
+    for step in range(1, 13):
+        with torch.no_grad():
+            for p in student.parameters():
+                p.add_(1.0)  # the student moves every step
+        before = [[t.clone() for t in teacher.parameters()] for teacher in pair.teachers]
+        active = pair.active
+        engine.state.iteration = step
+        pair.update(engine)
+        moved = [any(not torch.equal(a, b) for a, b in zip(old, teacher.parameters()))
+                 for old, teacher in zip(before, pair.teachers)]  # fmt: skip
+        assert moved == [active == 0, active == 1]
+        turns.append(active)
+    stretches = [len(list(g)) for _, g in __import__("itertools").groupby(turns)]
+    assert set(turns) == {0, 1} and all(1 <= n <= 3 for n in stretches[:-1])
+    images = torch.rand(2, 1, 4, 4)
+    engine.state.output = {SSLKeys.UNLABELED_IMAGE: images}
+    pair.predict(engine)
+    probs = [torch.cat([1 - torch.sigmoid(t(images)), torch.sigmoid(t(images))], 1) for t in pair.teachers]
+    fused = entropy_weighted_ensemble(*probs)
+    assert torch.allclose(torch.sigmoid(engine.state.output[SSLKeys.TEACHER_PRED]), fused[:, 1:], atol=1e-5)
+    state = pair.state_dict()
+    other = AlternateEMATeachers(torch.nn.Conv2d(1, 1, 1), decay=0.5, period=3)
+    other.attach(_engine(torch.nn.Conv2d(1, 1, 1)))
+    other.load_state_dict(state)
+    assert (other.active, other.counter, other.stretch) == (pair.active, pair.counter, pair.stretch)
+    assert [other._draw() for _ in range(5)] == [pair._draw() for _ in range(5)]
+    assert all(torch.equal(a, b) for a, b in zip(other.teachers[1].parameters(), pair.teachers[1].parameters()))
+    with pytest.raises(ValueError, match="period must be a whole number"):
+        AlternateEMATeachers(student, period=0)
+
+
+def test_fixmatch_with_the_alternate_teachers_is_a_composition():
+    """``fixmatch_admt``: the two teachers attach before the weak-to-strong handler, which cuts ``TEACHER_PRED`` at
+    AD-MT's 0.8 with cross-entropy; the other methods with a source take it too (SegPL)."""
+    from medssl.handlers.ema_teacher import AlternateEMATeachers
+    from medssl.methods import build_method
+
+    net = UNet(2, 1, 3, channels=(4, 8), strides=(2,))
+    built = build_method("fixmatch_admt", network=net, run_length=10, unit="iterations")
+    kinds = [type(h) for h in built.handlers]
+    assert kinds.index(AlternateEMATeachers) < kinds.index(WeakToStrongHandler)
+    assert built.handlers[kinds.index(WeakToStrongHandler)].source == "alternate"
+    assert (built.settings["threshold"], built.settings["unsup_loss"], built.settings["alternate_period"]) == (0.8, "ce", 19)
+    assert "alternate_teachers" in built.state_dict()
+    segpl = build_method("segpl", {"source": "alternate", "alternate_period": 5}, network=net)
+    assert next(h for h in segpl.handlers if isinstance(h, AlternateEMATeachers)).period == 5
