@@ -114,6 +114,7 @@ def test_method_trains_and_evaluates(split, tmp_path, method):
         ("fixmatch", {}, "unsupervised"),
         ("fixmatch", {"cut": "learned"}, "unsupervised"),
         ("fixmatch", {"cut": "adaptive"}, "unsupervised"),
+        ("fixmatch", {"source": "alternate", "alternate_period": 2}, "unsupervised"),  # AD-MT's teachers in turn
         ("unimatch", {}, "feature_perturbation"),
         ("bcp", {}, "copy_paste"),
         ("bcp", {"largest_component": True}, "copy_paste"),  # the loaders' MetaTensor batches through the LCC
