@@ -32,6 +32,7 @@ from ignite.engine import Engine
 
 from medssl.checks import check_in_range
 from medssl.engines.keys import SSLKeys
+from medssl.transforms.thresholding import class_distribution, distribution_logits
 
 __all__ = ["DistributionAlignment", "class_shares", "crop_class_shares"]
 
@@ -123,14 +124,6 @@ def crop_class_shares(
     return (counts / total).tolist()
 
 
-def _as_distribution(logits: torch.Tensor) -> torch.Tensor:
-    """(B, K, *spatial) class probabilities: softmax, or ``[1 - p, p]`` for one sigmoid channel."""
-    if logits.shape[1] == 1:
-        p = torch.sigmoid(logits)
-        return torch.cat([1.0 - p, p], dim=1)
-    return torch.softmax(logits, dim=1)
-
-
 class DistributionAlignment:
     """Aligns the class marginal of unlabelled predictions with the labelled images' (see the module docstring).
 
@@ -165,7 +158,7 @@ class DistributionAlignment:
         """The logits of the aligned prediction of ``logits`` (detached), after updating both marginals with this
         iteration's labelled labels (``engine.state.output[LABEL]``, when present) and ``logits``."""
         with torch.no_grad():
-            q = _as_distribution(logits.detach().float())
+            q = class_distribution(logits.detach().float())
             if self.prior is not None and self.prior.numel() != q.shape[1]:
                 raise ValueError(f"prior has {self.prior.numel()} class shares, the prediction {q.shape[1]} classes")
             label = engine.state.output.get(SSLKeys.LABEL)
@@ -177,9 +170,7 @@ class DistributionAlignment:
             ratio = self.labelled.to(q.device) / self.unlabelled.clamp_min(_EPS)
             aligned = q * ratio.view(1, -1, *([1] * (q.ndim - 2)))
             aligned = aligned / aligned.sum(dim=1, keepdim=True).clamp_min(_EPS)
-            log = aligned.clamp_min(_EPS).log()
-            out = log[:, 1:2] - log[:, 0:1] if logits.shape[1] == 1 else log
-            return out.to(logits.dtype)
+            return distribution_logits(aligned, logits.shape[1], _EPS).to(logits.dtype)
 
     def state_dict(self) -> dict[str, Any]:
         empty = torch.zeros(0)

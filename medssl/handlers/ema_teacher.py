@@ -22,6 +22,7 @@ from monai.engines.utils import IterationEvents
 
 from medssl.checks import check_in_range
 from medssl.engines.keys import SSLEvents, SSLKeys
+from medssl.transforms.thresholding import class_distribution, distribution_logits
 
 __all__ = ["AlternateEMATeachers", "EMATeacher", "ema_update", "entropy_weighted_ensemble"]
 
@@ -110,20 +111,6 @@ def entropy_weighted_ensemble(first: torch.Tensor, second: torch.Tensor, tempera
     return fused
 
 
-def _probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Class probabilities ``(B, K, *spatial)``: softmax, or ``[1 - p, p]`` for one sigmoid channel."""
-    if logits.shape[1] == 1:
-        p = torch.sigmoid(logits)
-        return torch.cat([1.0 - p, p], dim=1)
-    return torch.softmax(logits, dim=1)
-
-
-def _logits(probabilities: torch.Tensor, channels: int) -> torch.Tensor:
-    """Logits whose softmax (sigmoid for one channel) gives back ``probabilities``."""
-    log = probabilities.clamp_min(1e-10).log()
-    return log[:, 1:2] - log[:, 0:1] if channels == 1 else log
-
-
 class AlternateEMATeachers:
     """Two EMA teachers updated in turn, their predictions fused by entropy (AD-MT, Zhao et al., ECCV 2024,
     arXiv 2311.17325): the pseudo-label source ``source="alternate"``.
@@ -190,8 +177,8 @@ class AlternateEMATeachers:
             for teacher in self.teachers:
                 teacher.eval()
                 logits.append(engine.inferer(images, teacher))
-            fused = entropy_weighted_ensemble(*(_probabilities(x.float()) for x in logits), self.temperature)
-            out[SSLKeys.TEACHER_PRED] = _logits(fused, logits[0].shape[1]).to(logits[0].dtype)
+            fused = entropy_weighted_ensemble(*(class_distribution(x.float()) for x in logits), self.temperature)
+            out[SSLKeys.TEACHER_PRED] = distribution_logits(fused, logits[0].shape[1]).to(logits[0].dtype)
 
     def update(self, engine: Engine) -> None:
         step = int(engine.state.iteration)

@@ -8,13 +8,28 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["probabilities", "hard_pseudo_labels", "soft_pseudo_labels", "confident_pseudo_labels", "selection_scores"]
+__all__ = ["probabilities", "class_distribution", "distribution_logits", "hard_pseudo_labels", "soft_pseudo_labels", "confident_pseudo_labels", "selection_scores"]
 
 
 def probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Sigmoid (one channel) or softmax over channels of ``logits / temperature``."""
     z = logits / temperature
     return torch.sigmoid(z) if logits.shape[1] == 1 else torch.softmax(z, dim=1)
+
+
+def class_distribution(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities ``(B, K, *spatial)``: the softmax, or ``[1 - p, p]`` for one sigmoid channel (K = 2)."""
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits)
+        return torch.cat([1.0 - p, p], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
+def distribution_logits(distribution: torch.Tensor, channels: int, eps: float = 1e-6) -> torch.Tensor:
+    """The inverse of :func:`class_distribution`: logits of ``channels`` channels whose softmax (sigmoid for one
+    channel) is ``distribution`` (probabilities clamped at ``eps``)."""
+    log = distribution.clamp_min(eps).log()
+    return log[:, 1:2] - log[:, 0:1] if channels == 1 else log
 
 
 def hard_pseudo_labels(
